@@ -1,0 +1,32 @@
+# Everything a new user needs: `make demo` runs the daemon end to end, `make test` runs the
+# test suite. Both create the virtualenv (.venv) and install the package into it first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench bench-smoke clean
+
+$(BIN)/pgconnector: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/pgconnector
+	$(BIN)/pgconnector demo
+
+lint: $(BIN)/pgconnector
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(BIN)/pgconnector
+	$(BIN)/python bench/run.py
+
+bench-smoke: $(BIN)/pgconnector
+	$(BIN)/python bench/run.py --smoke --output /tmp/pgconnector-bench-smoke.md
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

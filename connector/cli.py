@@ -1,0 +1,231 @@
+"""The ``pgconnector`` command: a thin shell over Connector, install and config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from connector import __version__, logs
+from connector.config import Config, ConfigError
+from connector.db import DatabaseError
+
+app = typer.Typer(
+    name="pgconnector",
+    help="Stream PostgreSQL row changes (insert, update, delete, truncate) to pub/sub systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR = 1
+EXIT_CONFIG = 2
+
+T = TypeVar("T")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Config file (YAML or JSON).",
+                                         dir_okay=True, show_default=False)]
+
+_log_opts: dict[str, str | None] = {"format": None, "level": None}
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load(path: Path) -> Config:
+    try:
+        config = Config.load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    logs.configure(_log_opts["format"] or config.logging.format,
+                   _log_opts["level"] or config.logging.level)
+    return config
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine, turning expected failures into one line and an exit code."""
+    try:
+        return asyncio.run(_call(coro_fn))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except DatabaseError as exc:
+        fail(str(exc))
+
+
+async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    return await coro_fn()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pgconnector {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        help="Log format: auto (console on a terminal, JSON otherwise), console or json.")] = None,
+    log_level: Annotated[str | None, typer.Option(
+        help="Log level: debug, info, warning or error.")] = None,
+) -> None:
+    if log_format not in (None, "auto", "console", "json"):
+        fail(f"--log-format: expected auto, console or json, got {log_format!r}", EXIT_CONFIG)
+    if log_level not in (None, "debug", "info", "warning", "error"):
+        fail(f"--log-level: expected debug, info, warning or error, got {log_level!r}",
+             EXIT_CONFIG)
+    _log_opts.update(format=log_format, level=log_level)
+    logs.configure(log_format or "auto", log_level or "info")
+
+
+@app.command()
+def validate(config: ConfigOpt) -> None:
+    """Check a config file without touching the database."""
+    cfg = load(config)
+    typer.echo(f"OK: {config} ({len(cfg.publishers)} publisher(s), {len(cfg.routes)} route(s), "
+               f"{len(cfg.tables)} table(s))")
+
+
+@app.command("install")
+def install_cmd(config: ConfigOpt) -> None:
+    """Install the connector's objects and reconcile triggers with the config."""
+    from connector import db, install
+
+    cfg = load(config)
+
+    async def go() -> install.InstallReport:
+        conn = await db.connect(cfg.postgres)
+        try:
+            return await install.install(conn, cfg)
+        finally:
+            await conn.close()
+
+    report = run(go)
+    for label, tables in (("added", report.added), ("changed", report.changed),
+                          ("removed", report.removed), ("unchanged", report.unchanged)):
+        for t in tables:
+            typer.echo(f"{label}: {t}")
+    typer.echo(f"installed in schema {cfg.postgres.schema!r}"
+               + ("" if report.touched else " (nothing to change)"))
+
+
+@app.command()
+def uninstall(
+    config: ConfigOpt,
+    force: Annotated[bool, typer.Option(
+        help="Uninstall even though captured changes are still undelivered (they are lost).")
+    ] = False,
+) -> None:
+    """Remove every trigger and object the connector installed (user tables are untouched)."""
+    from connector import db, install
+
+    cfg = load(config)
+
+    async def go() -> list[str]:
+        conn = await db.connect(cfg.postgres)
+        try:
+            return await install.uninstall(conn, cfg.postgres.schema, force=force)
+        finally:
+            await conn.close()
+
+    try:
+        released = run(go)
+    except install.BacklogNotEmpty as exc:
+        fail(str(exc))
+    for t in released:
+        typer.echo(f"removed triggers: {t}")
+    typer.echo(f"uninstalled schema {cfg.postgres.schema!r}")
+
+
+@app.command()
+def status(
+    config: ConfigOpt,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Installed tables, outbox backlog, dead letters and the active consumer."""
+    from connector import db, install
+
+    cfg = load(config)
+
+    async def go() -> dict[str, Any]:
+        conn = await db.connect(cfg.postgres)
+        try:
+            return await install.status(conn, cfg.postgres.schema)
+        finally:
+            await conn.close()
+
+    info = run(go)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    if not info["installed"]:
+        typer.echo(f"schema {info['schema']!r}: not installed")
+        raise typer.Exit(EXIT_ERROR)
+    typer.echo(f"schema {info['schema']!r} (version {info['schema_version']})")
+    for t in info["tables"]:
+        flag = "" if t["triggers_present"] else "  [TRIGGERS MISSING: run install]"
+        typer.echo(f"  {t['table']}: {', '.join(t['operations'])}{flag}")
+    b = info["backlog"]
+    age = "" if b["oldest_age_seconds"] is None else f", oldest {b['oldest_age_seconds']:.1f}s"
+    typer.echo(f"backlog: {b['pending']} change(s){age}")
+    typer.echo(f"dead letters: {info['dead_letters']}")
+    a = info["active_consumer"]
+    typer.echo("active consumer: " + ("none" if a is None else
+               f"{a['application_name']} (pid {a['pid']}, {a['client_addr'] or 'local'})"))
+
+
+@app.command()
+def start(
+    config: ConfigOpt,
+    no_install: Annotated[bool, typer.Option(
+        "--no-install", help="Do not install or reconcile; stream with what is installed.")
+    ] = False,
+    shutdown_timeout: Annotated[float, typer.Option(
+        help="Seconds to finish the in-flight batch after SIGTERM.")] = 10.0,
+) -> None:
+    """Install (unless --no-install) and stream changes until SIGINT/SIGTERM."""
+    from connector.connector import Connector
+
+    cfg = load(config)
+    connector = Connector(cfg, install=not no_install, shutdown_timeout=shutdown_timeout)
+    run(connector.run_async)
+
+
+@app.command()
+def demo(
+    changes: Annotated[int, typer.Option(help="How many demo changes to make.")] = 5,
+    redis_url: Annotated[str | None, typer.Option(
+        help="Also publish to this Redis (default: $REDIS_URL, or the local one if it answers).")
+    ] = None,
+) -> None:
+    """Run the whole pipeline on a demo table and show the changes arriving, then clean up.
+
+    Uses the PostgreSQL given by DATABASE_URL / PG* variables or the local one; if none
+    answers, starts a throwaway PostgreSQL from the installed binaries."""
+    from connector.demo import run_demo
+
+    try:
+        code = asyncio.run(run_demo(changes=changes, redis_url=redis_url))
+    except DatabaseError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,242 @@
+"""The Connector: wires source → router → publishers and owns the lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from connector import db
+from connector.config import Config, coerce
+from connector.install import install
+from connector.publishers.base import (
+    DeliveryEngine,
+    DeliveryStalled,
+    Publisher,
+    PublishError,
+    publisher_class,
+)
+from connector.router import Router
+from connector.sources.base import Source, SourceDisconnected
+from connector.sources.trigger import TriggerSource
+
+log = structlog.get_logger("pgconnector")
+
+MAX_RECONNECT_BACKOFF = 30.0
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    messages: int = 0
+    batches: int = 0
+    dead_letters: int = 0
+    reconnects: int = 0
+
+
+class Connector:
+    """``await start()`` returns once streaming (active, or standby behind another instance);
+    ``await stop()`` finishes the in-flight batch and closes everything. ``run()`` does both
+    around a blocking wait for SIGINT/SIGTERM, for plain scripts."""
+
+    def __init__(self, config: Config | Mapping[str, Any] | str | os.PathLike[str], *,
+                 install: bool = True, shutdown_timeout: float = 10.0) -> None:
+        self.config = coerce(config)
+        self.install = install
+        self.shutdown_timeout = shutdown_timeout
+        self.state = "new"
+        self.stats = Stats()
+        self.router = Router(self.config)
+        self.publishers: dict[str, Publisher] = {
+            name: publisher_class(p.type)(name, p.options)
+            for name, p in self.config.publishers.items()}
+        self.engine = DeliveryEngine(self.publishers)
+        self.source: Source = TriggerSource(self.config.postgres, self.config.capture)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._stopping = False
+        self._stop_event = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("connector already started")
+        if self.install:
+            conn = await db.connect(self.config.postgres)
+            try:
+                report = await install(conn, self.config)
+            finally:
+                await conn.close()
+            log.info("installed", schema=self.config.postgres.schema, added=report.added,
+                     changed=report.changed, removed=report.removed,
+                     unchanged=len(report.unchanged))
+        await self.source.open()  # fail fast when the database is unreachable at start
+        for p in self.publishers.values():
+            try:
+                await p.open()
+            except PublishError as exc:  # delivery retries until it is reachable
+                log.warning("publisher_unavailable", publisher=p.name, error=str(exc))
+        self._task = asyncio.create_task(self._run(), name="pgconnector")
+        ready = asyncio.create_task(self._ready.wait())
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        if self._task.done():
+            self._task.result()  # re-raise what stopped it
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._stopping = True
+        self._stop_event.set()
+        self.source.interrupt()
+        log.info("stopping", timeout=self.shutdown_timeout)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.shutdown_timeout)
+        except TimeoutError:
+            log.warning("shutdown_timeout", detail="in-flight batch rolled back")
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        await self.source.close()
+        for p in self.publishers.values():
+            await p.close()
+        self.state = "stopped"
+        log.info("stopped", **self.stats.__dict__)
+
+    async def __aenter__(self) -> Connector:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+    def run(self) -> None:
+        """Block until SIGINT/SIGTERM, then stop gracefully; a second signal stops at once
+        (the in-flight claim rolls back, so nothing is lost)."""
+        asyncio.run(self.run_async())
+
+    async def run_async(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        signals = 0
+
+        def on_signal(signum: int) -> None:
+            nonlocal signals
+            signals += 1
+            if signals == 1:
+                log.info("signal_received", signal=signal.Signals(signum).name)
+                stop_requested.set()
+            elif self._task is not None:
+                log.warning("second_signal", detail="exiting now; the in-flight batch rolls back")
+                self._task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await self.start()
+            assert self._task is not None
+            waiter = asyncio.create_task(stop_requested.wait())
+            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            if self._task.done() and not self._task.cancelled():
+                self._task.result()
+            await self.stop()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        backoff = 0.0
+        while not self._stopping:
+            try:
+                if backoff:
+                    await self._reopen(backoff)
+                    if self._stopping:
+                        break
+                await self.source.acquire(on_standby=self._on_standby)
+                if self._stopping:
+                    break
+                self.state = "active"
+                self._ready.set()
+                log.info("consumer_active", schema=self.config.postgres.schema)
+                backoff = 0.0
+                await self._consume()
+            except SourceDisconnected as exc:
+                self.state = "reconnecting"
+                self.stats.reconnects += 1
+                backoff = min(max(backoff * 2, 0.5), MAX_RECONNECT_BACKOFF)
+                log.warning("database_connection_lost", error=str(exc), retry_in=backoff)
+                await self.source.close()
+
+    async def _reopen(self, delay: float) -> None:
+        while not self._stopping:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            try:
+                await self.source.open()
+                log.info("database_reconnected")
+                return
+            except db.DatabaseError as exc:
+                delay = min(delay * 2, MAX_RECONNECT_BACKOFF)
+                log.warning("database_unavailable", error=str(exc), retry_in=delay)
+
+    def _on_standby(self, holder: dict[str, Any] | None) -> None:
+        self.state = "standby"
+        self._ready.set()
+        log.info("consumer_standby", schema=self.config.postgres.schema,
+                 active=None if holder is None else holder.get("application_name"))
+
+    async def _consume(self) -> None:
+        stalled_since: str | None = None
+        pause = 0.0
+        while not self._stopping:
+            batch = await self.source.next_batch()
+            if batch is None:
+                return
+            messages = self.router.route(batch.events)
+            try:
+                dead = await self.engine.deliver(messages)
+            except DeliveryStalled as exc:
+                await self.source.nack(batch)
+                pause = min(max(pause * 2, 0.5), MAX_RECONNECT_BACKOFF)
+                if stalled_since != exc.publisher:
+                    log.warning("publisher_unavailable", publisher=exc.publisher,
+                                error=str(exc.error), detail="batch kept in the outbox; retrying")
+                    stalled_since = exc.publisher
+                await self._pause(pause)
+                continue
+            except BaseException:
+                await self.source.nack(batch)
+                raise
+            await self.source.ack(batch, dead)
+            if stalled_since is not None:
+                log.info("publisher_recovered", publisher=stalled_since)
+                stalled_since, pause = None, 0.0
+            for d in dead:
+                log.error("dead_lettered", publisher=d.message.publisher,
+                          channel=d.message.channel, event_id=d.message.event.id, error=d.error)
+            self.stats.batches += 1
+            self.stats.events += len(batch.events)
+            self.stats.messages += len(messages)
+            self.stats.dead_letters += len(dead)
+            log.debug("batch_delivered", events=len(batch.events), messages=len(messages))
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)

@@ -1,0 +1,68 @@
+"""Opening PostgreSQL connections, with errors a user can act on and no secrets in them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+
+from connector.config import PostgresConfig
+
+
+class DatabaseError(Exception):
+    """PostgreSQL could not be reached or refused us; the message is safe to print."""
+
+
+def describe_target(cfg: PostgresConfig) -> str:
+    """``user@host:port/dbname`` from the DSN or PG* variables, never the password."""
+    host = os.environ.get("PGHOST", "localhost")
+    port = os.environ.get("PGPORT", "5432")
+    user = os.environ.get("PGUSER", "")
+    db = os.environ.get("PGDATABASE", "")
+    if cfg.dsn:
+        try:
+            parts = urlsplit(cfg.dsn)
+            host = unquote(parts.hostname or host)
+            port = str(parts.port or port)
+            user = unquote(parts.username or user)
+            db = unquote(parts.path.lstrip("/")) or db
+        except ValueError:
+            return "the configured DSN (unparseable)"
+    return f"{user + '@' if user else ''}{host}:{port}/{db or user or '?'}"
+
+
+def application_name(cfg: PostgresConfig) -> str:
+    return cfg.application_name or f"pgconnector@{socket.gethostname()}:{os.getpid()}"[:63]
+
+
+async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
+    """A connection, or :class:`DatabaseError` with a one-line, secret-free reason."""
+    target = describe_target(cfg)
+    try:
+        return await asyncpg.connect(
+            dsn=cfg.dsn,
+            timeout=cfg.connect_timeout,
+            server_settings={"application_name": application_name(cfg)},
+            **kwargs,
+        )
+    except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
+        raise DatabaseError(f"PostgreSQL at {target} rejected the credentials: {exc}") from None
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise DatabaseError(f"PostgreSQL at {target}: {exc}") from None
+    except asyncpg.PostgresError as exc:
+        raise DatabaseError(f"PostgreSQL at {target} refused the connection: {exc}") from None
+    except (TimeoutError, OSError) as exc:
+        reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else (
+            exc.strerror or str(exc) or type(exc).__name__)
+        raise DatabaseError(f"cannot connect to PostgreSQL at {target}: {reason}") from None
+    except ValueError as exc:  # malformed DSN; asyncpg's message does not echo the password
+        raise DatabaseError(f"postgres.dsn: invalid connection string ({_strip(exc)})") from None
+
+
+def _strip(exc: Exception) -> str:
+    text = str(exc)
+    return text if "@" not in text and "password" not in text.lower() else "malformed"

@@ -1,0 +1,210 @@
+"""``pgconnector demo``: the whole pipeline end to end with no setup.
+
+Finds a PostgreSQL (DATABASE_URL, the PG* variables, the local server) or starts a throwaway
+one from the installed binaries, creates a demo table, streams its changes to stdout (and to
+Redis when one answers), makes a few changes, shows them arriving, and removes everything it
+created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import orjson
+
+from connector import db
+from connector.config import Config, PostgresConfig
+from connector.connector import Connector
+from connector.install import uninstall
+
+DEMO_SCHEMA = "pgconnector_demo"
+CDC_SCHEMA = "pgconnector_demo_cdc"
+
+
+def say(text: str) -> None:
+    print(f"demo: {text}", file=sys.stderr, flush=True)
+
+
+def _candidate_dsns() -> Iterator[str | None]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    yield None  # libpq defaults and PG* variables
+    if not any(k in os.environ for k in ("PGHOST", "PGUSER", "PGDATABASE")):
+        yield "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+async def _find_postgres() -> PostgresConfig | None:
+    for dsn in _candidate_dsns():
+        cfg = PostgresConfig(dsn=dsn, schema=CDC_SCHEMA, connect_timeout=3)
+        try:
+            conn = await db.connect(cfg)
+        except db.DatabaseError as exc:
+            say(f"no PostgreSQL at {db.describe_target(cfg)} ({exc})")
+            continue
+        await conn.close()
+        return cfg
+    return None
+
+
+def _pg_bindir() -> str | None:
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        if os.path.exists(os.path.join(out, "initdb")):
+            return out
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return os.path.dirname(found[-1])
+    initdb = shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+@contextlib.contextmanager
+def throwaway_postgres() -> Iterator[PostgresConfig]:
+    """A private PostgreSQL cluster in a temporary directory, removed afterwards."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        raise db.DatabaseError("no PostgreSQL reachable and no PostgreSQL binaries installed "
+                               "to start one (install postgresql, or set DATABASE_URL)")
+    tmp = tempfile.mkdtemp(prefix="pgconnector-demo-")
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        user = pwd.getpwnam("postgres")
+        os.chown(tmp, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = os.path.join(tmp, "data")
+    say(f"starting a throwaway PostgreSQL in {tmp} on port {port}")
+    subprocess.run([*run_as, f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust"],
+                   check=True, capture_output=True)
+    subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", data, "-w", "-l",
+                    os.path.join(tmp, "log"), "-o",
+                    f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield PostgresConfig(dsn=f"postgresql://postgres@127.0.0.1:{port}/postgres",
+                             schema=CDC_SCHEMA)
+    finally:
+        subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", data, "-m", "fast", "stop"],
+                       capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _postgres() -> AsyncIterator[PostgresConfig]:
+    found = await _find_postgres()
+    if found is not None:
+        yield found
+        return
+    with throwaway_postgres() as cfg:
+        yield cfg
+
+
+async def _redis_url(explicit: str | None) -> str | None:
+    url = explicit or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
+    try:
+        await client.ping()
+        return url
+    except Exception:
+        if explicit:
+            raise
+        say("no Redis answered; publishing to stdout only")
+        return None
+    finally:
+        await client.aclose()
+
+
+async def run_demo(changes: int = 5, redis_url: str | None = None) -> int:
+    url = await _redis_url(redis_url)
+    async with _postgres() as pg:
+        return await _run(pg, url, max(changes, 1))
+
+
+async def _run(pg: PostgresConfig, redis_url: str | None, changes: int) -> int:
+    conn = await db.connect(pg)
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {DEMO_SCHEMA}")
+    await conn.execute(f"DROP TABLE IF EXISTS {DEMO_SCHEMA}.users")
+    await conn.execute(f"CREATE TABLE {DEMO_SCHEMA}.users (id serial PRIMARY KEY, "
+                       "name text NOT NULL, plan text, updated_at timestamptz DEFAULT now())")
+    publishers: dict[str, Any] = {"console": {"type": "stdout"}}
+    routes: list[dict[str, Any]] = [
+        {"table": f"{DEMO_SCHEMA}.users", "publisher": "console", "channel": "users:{op}"}]
+    if redis_url:
+        publishers["cache"] = {"type": "redis", "url": redis_url}
+        routes.append({"table": f"{DEMO_SCHEMA}.users", "publisher": "cache",
+                       "channel": "demo:users:{id}"})
+    config = Config.from_dict({"postgres": {k: v for k, v in
+                                            (("dsn", pg.dsn), ("schema", pg.schema)) if v},
+                               "publishers": publishers, "routes": routes})
+    received: list[dict[str, Any]] = []
+    sub_task = None
+    if redis_url:
+        import redis.asyncio as aioredis
+
+        sub_client = aioredis.Redis.from_url(redis_url)
+        pubsub = sub_client.pubsub()
+        await pubsub.psubscribe("demo:users:*")
+
+        async def listen() -> None:
+            async for msg in pubsub.listen():
+                if msg["type"] == "pmessage":
+                    received.append(orjson.loads(msg["data"]))
+
+        sub_task = asyncio.create_task(listen())
+    connector = Connector(config)
+    made = 0
+    try:
+        await connector.start()
+        say(f"streaming {DEMO_SCHEMA}.users to stdout"
+            + (" and Redis channels demo:users:<id>" if redis_url else ""))
+        made += await _make_changes(conn, changes)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (  # noqa: ASYNC110 - polls two counters
+                connector.stats.events < made or (redis_url and len(received) < made - 1)):
+            await asyncio.sleep(0.05)
+    finally:
+        await connector.stop()
+        if sub_task is not None:
+            sub_task.cancel()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await sub_client.aclose()
+        await uninstall(conn, CDC_SCHEMA, force=True)
+        await conn.execute(f"DROP SCHEMA {DEMO_SCHEMA} CASCADE")
+        await conn.close()
+    say(f"{made} changes made, {connector.stats.events} delivered"
+        + (f", {len(received)} received by a Redis subscriber (the truncate has no row id, "
+           "so it went to demo:users:*)" if redis_url else ""))
+    say("cleaned up: demo table and connector objects removed")
+    return 0 if connector.stats.events >= made else 1
+
+
+async def _make_changes(conn: asyncpg.Connection, n: int) -> int:
+    made = 0
+    for i in range(n):
+        await conn.execute(f"INSERT INTO {DEMO_SCHEMA}.users (name, plan) VALUES ($1, 'free')",
+                           f"user{i + 1}")
+        made += 1
+    await conn.execute(f"UPDATE {DEMO_SCHEMA}.users SET plan = 'pro', updated_at = now() "
+                       "WHERE id = 1")
+    await conn.execute(f"DELETE FROM {DEMO_SCHEMA}.users WHERE id = $1", n)
+    await conn.execute(f"TRUNCATE {DEMO_SCHEMA}.users")
+    return made + 3

@@ -1,0 +1,1 @@
+"""Publisher adapters: one module per external system, one interface (base.py)."""

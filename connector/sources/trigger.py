@@ -1,0 +1,169 @@
+"""The trigger source: claims rows of the outbox the capture trigger writes.
+
+One connection does everything - holds the session advisory lock that makes this instance the
+only consumer, LISTENs for wake-ups, and runs each claim transaction - so losing it loses the
+lock and any open claim together, and nothing can be consumed twice concurrently.
+
+Wake-up: the capture trigger NOTIFYs only from the one transaction holding a transaction-level
+advisory lock, so most commits send nothing (a NOTIFY per commit would serialise commits, see
+BASELINE.md). Changes that did not notify are found by polling, which is adaptive: immediate
+while rows keep coming, backing off to ``poll_interval`` when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+
+from connector import db
+from connector.config import CaptureConfig, PostgresConfig
+from connector.events import ChangeEvent
+from connector.publishers.base import DeadLetter
+from connector.sources.base import Batch, Source, SourceDisconnected
+from connector.sql import Queries
+
+log = structlog.get_logger("pgconnector.source")
+
+WAKE_CHANNEL = "pgconnector_wakeup"
+_FIRST_BACKOFF = 0.002  # first idle poll after activity, seconds
+
+_CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
+                      asyncio.TimeoutError, ConnectionError)
+
+
+class TriggerSource(Source):
+    def __init__(self, pg: PostgresConfig, capture: CaptureConfig) -> None:
+        self.pg = pg
+        self.capture = capture
+        self.q = Queries(pg.schema)
+        self._claim_sql = self.q.get("claim")
+        self._conn: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._interrupted = False
+        self._lost = False
+        self._delay = 0.0
+
+    async def open(self) -> None:
+        self._lost = False
+        self._conn = await db.connect(self.pg)
+        self._conn.add_termination_listener(self._on_terminated)
+        await self._conn.add_listener(WAKE_CHANNEL, self._on_notify)
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _on_terminated(self, *_: Any) -> None:
+        self._lost = True
+        self._wake.set()
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed() or self._lost:
+            raise SourceDisconnected("database connection lost")
+        return self._conn
+
+    async def acquire(self, on_standby: Callable[[Any], None] | None = None) -> None:
+        try:
+            key = await self.conn.fetchval(self.q.get("consumer_key"), self.pg.schema)
+            announced = False
+            while not self._interrupted:
+                if await self.conn.fetchval(self.q.get("try_consumer_lock"), key):
+                    return
+                if not announced:
+                    holder = await self.conn.fetchrow(self.q.get("active_consumer"), key)
+                    if on_standby is not None:
+                        on_standby(dict(holder) if holder else None)
+                    announced = True
+                await self._sleep(self.capture.standby_retry)
+        except _CONNECTION_ERRORS as exc:
+            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Wait for a wake-up or the timeout; True when woken."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return True
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._wake.clear()
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        self._wake.set()
+
+    async def next_batch(self) -> Batch | None:
+        try:
+            while not self._interrupted:
+                if self._delay > 0:
+                    woken = await self._sleep(self._delay)
+                    if self._interrupted:
+                        return None
+                    self.conn  # noqa: B018 - raises if the connection died while we slept
+                    if not woken and not await self.conn.fetchval(self.q.get("pending")):
+                        self._delay = min(max(self._delay * 2, _FIRST_BACKOFF),
+                                          self.capture.poll_interval)
+                        continue
+                batch = await self._claim()
+                if batch is not None:
+                    # Keep claiming without pause while rows keep coming.
+                    self._delay = 0.0 if len(batch.events) else _FIRST_BACKOFF
+                    return batch
+                self._delay = max(self._delay, _FIRST_BACKOFF)
+            return None
+        except _CONNECTION_ERRORS as exc:
+            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+
+    async def _claim(self) -> Batch | None:
+        tx = self.conn.transaction()
+        await tx.start()
+        try:
+            rows = await self.conn.fetch(self._claim_sql, self.capture.batch_size,
+                                         self.capture.max_batch_bytes)
+        except BaseException:
+            await _rollback_quietly(tx)
+            raise
+        if not rows:
+            await tx.rollback()
+            return None
+        events = [ChangeEvent(r["id"], r["schema_name"], r["table_name"], r["op"],
+                              r["payload"].encode()) for r in rows]
+        return Batch(events, tx)
+
+    async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = ()) -> None:
+        try:
+            if dead_letters:
+                await self.conn.executemany(self.q.get("dead_letter"), [
+                    (d.message.event.id, d.message.event.schema, d.message.event.table,
+                     d.message.event.op, d.message.publisher, d.message.channel,
+                     d.message.payload.decode(), d.error, d.attempts)
+                    for d in dead_letters])
+            await batch.handle.commit()
+        except _CONNECTION_ERRORS as exc:
+            # Whether the commit landed is unknown: the batch may be delivered again.
+            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+
+    async def nack(self, batch: Batch) -> None:
+        await _rollback_quietly(batch.handle)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5)
+            except Exception:
+                conn.terminate()
+
+
+async def _rollback_quietly(tx: Any) -> None:
+    # When the connection is gone the server has rolled back already.
+    with contextlib.suppress(Exception):
+        await tx.rollback()

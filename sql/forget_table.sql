@@ -1,0 +1,1 @@
+DELETE FROM {schema}.installed_tables WHERE table_schema = $1 AND table_name = $2;

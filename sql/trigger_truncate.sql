@@ -1,0 +1,2 @@
+CREATE TRIGGER {truncate_trigger} AFTER TRUNCATE ON {table}
+FOR EACH STATEMENT EXECUTE FUNCTION {schema}.capture_v1();

@@ -1,0 +1,149 @@
+"""Shared fixtures: a fresh PostgreSQL database per test and a Redis, both real.
+
+Connection settings come from DATABASE_URL or the PG* variables (defaults: postgres@127.0.0.1:
+5432) and REDIS_URL (default redis://127.0.0.1:6379/0). When those are not set and a Docker
+engine answers, throwaway containers are started with testcontainers instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import asyncpg
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _local_pg_url() -> str:
+    user = os.environ.get("PGUSER", "postgres")
+    password = os.environ.get("PGPASSWORD")
+    host = os.environ.get("PGHOST", "127.0.0.1")
+    port = os.environ.get("PGPORT", "5432")
+    db = os.environ.get("PGDATABASE", "postgres")
+    auth = quote(user) + (":" + quote(password) if password else "")
+    if host.startswith("/"):
+        return f"postgresql://{auth}@/{db}?host={quote(host)}&port={port}"
+    return f"postgresql://{auth}@{host}:{port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """A superuser URL of the server the tests use (its maintenance database)."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+    elif not any(k in os.environ for k in ("PGHOST", "PGPORT")) and _docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16", driver=None) as pg:
+            yield pg.get_connection_url()
+    else:
+        yield _local_pg_url()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+    elif _docker_available():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer() as r:
+            yield f"redis://{r.get_container_host_ip()}:{r.get_exposed_port(6379)}/0"
+    else:
+        yield "redis://127.0.0.1:6379/0"
+
+
+def with_database(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(dbname)))
+
+
+@pytest.fixture
+async def database(pg_admin_url: str) -> AsyncIterator[str]:
+    """A new, empty database for this test; its URL. Dropped afterwards."""
+    name = f"pgc_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(pg_admin_url, name)
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pg(database: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(database)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def channel_prefix() -> str:
+    """A unique prefix so concurrent tests never hear each other on the shared Redis."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+class RedisSubscriber:
+    """Collects every message published on channels matching a pattern."""
+
+    def __init__(self, url: str, pattern: str) -> None:
+        self.client = aioredis.Redis.from_url(url)
+        self.pattern = pattern
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> RedisSubscriber:
+        self.pubsub = self.client.pubsub()
+        await self.pubsub.psubscribe(self.pattern)
+        # Wait for the subscription confirmation, so nothing published after this is missed.
+        while (await self.pubsub.get_message(timeout=1.0)) is None:
+            pass
+        self._task = asyncio.create_task(self._listen())
+        return self
+
+    async def _listen(self) -> None:
+        async for msg in self.pubsub.listen():
+            if msg["type"] == "pmessage":
+                self.messages.append((msg["channel"].decode(), orjson.loads(msg["data"])))
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while len(self.messages) < count:
+                    await asyncio.sleep(0.01)
+        return self.messages
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.pubsub.aclose()
+        await self.client.aclose()
+
+
+@pytest.fixture
+def subscriber(redis_url: str, channel_prefix: str) -> RedisSubscriber:
+    return RedisSubscriber(redis_url, f"{channel_prefix}*")
