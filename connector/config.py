@@ -221,7 +221,7 @@ def _leaf_errors(errors: Any) -> Iterator[Any]:
 
 
 def _describe(err: Any) -> str:
-    kind = err.validator
+    kind = "propertyNames" if "propertyNames" in err.schema_path else err.validator
     if kind == "additionalProperties":
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         return "unknown key" + ("s " if len(extra) > 1 else " ") + ", ".join(map(repr, extra))
@@ -233,7 +233,7 @@ def _describe(err: Any) -> str:
         allowed = err.validator_value if kind == "enum" else [err.validator_value]
         return f"{err.instance!r} is not one of {', '.join(map(str, allowed))}"
     if kind == "propertyNames":
-        return f"invalid name {err.instance!r}"
+        return "invalid name: use letters, digits, '_' and '-', starting with a letter or '_'"
     return str(err.message)
 
 
@@ -247,7 +247,7 @@ def schema_problems(data: Any) -> list[str]:
     for err in sorted(_leaf_errors(_schema_validator().iter_errors(data)),
                       key=lambda e: [str(p) for p in e.absolute_path]):
         path = list(err.absolute_path)
-        if err.validator == "propertyNames":
+        if "propertyNames" in err.schema_path:
             path.append(err.instance)
         line = f"{format_path(path)}: {_describe(err)}"
         if line not in problems:

@@ -1,0 +1,97 @@
+"""The delivery engine against small in-process publishers (our own interface, not a mock of
+an external system): retry, partial failure, dead letters, stall."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from connector.events import ChangeEvent, Message
+from connector.publishers.base import (
+    DeliveryEngine,
+    DeliveryStalled,
+    PartialFailure,
+    PermanentError,
+    Publisher,
+    RetryableError,
+    RetryPolicy,
+    publisher_class,
+)
+
+FAST = RetryPolicy(attempts=3, initial_backoff=0.001, max_backoff=0.002)
+
+
+def msg(i: int, publisher: str = "p") -> Message:
+    e = ChangeEvent(i, "public", "t", "insert", b'{"id":"%d"}' % i)
+    return Message(publisher, f"c{i}", "insert", e.payload, e)
+
+
+class Scripted(Publisher):
+    """Fails according to a script of per-attempt outcomes, records what got through."""
+
+    type_name = "scripted"
+
+    def __init__(self, name: str, script: list[Exception | None]) -> None:
+        super().__init__(name, {})
+        self.script = script
+        self.delivered: list[int] = []
+        self.calls = 0
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        outcome = self.script[self.calls] if self.calls < len(self.script) else None
+        self.calls += 1
+        if isinstance(outcome, PartialFailure):
+            self.delivered += [m.event.position for i, m in enumerate(messages)
+                               if i not in outcome.failures]
+            raise outcome
+        if outcome is not None:
+            raise outcome
+        self.delivered += [m.event.position for m in messages]
+
+
+async def test_retryable_error_is_retried() -> None:
+    p = Scripted("p", [RetryableError("down"), None])
+    dead = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    assert dead == [] and p.delivered == [1, 2] and p.calls == 2
+
+
+async def test_stalls_after_attempts() -> None:
+    p = Scripted("p", [RetryableError("down")] * 5)
+    with pytest.raises(DeliveryStalled) as exc:
+        await DeliveryEngine({"p": p}, FAST).deliver([msg(1)])
+    assert exc.value.publisher == "p" and p.calls == 3
+
+
+async def test_permanent_error_dead_letters_the_batch() -> None:
+    p = Scripted("p", [PermanentError("rejected")])
+    dead = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    assert [(d.message.event.position, d.error, d.attempts) for d in dead] == [
+        (1, "rejected", 1), (2, "rejected", 1)]
+
+
+async def test_partial_failure_retries_only_the_retryable_ones() -> None:
+    p = Scripted("p", [PartialFailure({0: PermanentError("too big"), 2: RetryableError("x")})])
+    dead = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2), msg(3)])
+    assert [d.message.event.position for d in dead] == [1]
+    assert p.delivered == [2, 3]
+
+
+async def test_crashing_adapter_is_treated_as_retryable() -> None:
+    p = Scripted("p", [ZeroDivisionError("bug"), None])
+    assert await DeliveryEngine({"p": p}, FAST).deliver([msg(1)]) == []
+    assert p.delivered == [1]
+
+
+async def test_publishers_are_independent() -> None:
+    a, b = Scripted("a", [None]), Scripted("b", [RetryableError("down")] * 5)
+    with pytest.raises(DeliveryStalled):
+        await DeliveryEngine({"a": a, "b": b}, FAST).deliver([msg(1, "a"), msg(2, "b")])
+    assert a.delivered == [1]
+
+
+def test_registry() -> None:
+    assert publisher_class("redis").type_name == "redis"
+    assert publisher_class("stdout").type_name == "stdout"
+    with pytest.raises(LookupError, match="unknown publisher type 'nope'"):
+        publisher_class("nope")

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import io
+
+import orjson
+
+from connector.events import ChangeEvent, Message
+from connector.publishers.stdout import StdoutPublisher
+
+
+async def test_one_json_line_per_event() -> None:
+    buf = io.BytesIO()
+    payload = b'{"id":"1-1","op":"insert","new":{"a": 1}}'
+    e = ChangeEvent(1, "public", "t", "insert", payload)
+    await StdoutPublisher("out", {}, stream=buf).publish([Message("out", "ch", "insert", payload, e)] * 2)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 2
+    assert orjson.loads(lines[0]) == {"publisher": "out", "channel": "ch", "name": "insert",
+                                      "event": {"id": "1-1", "op": "insert", "new": {"a": 1}}}
+    bare = io.BytesIO()
+    await StdoutPublisher("out", {"envelope": False}, stream=bare).publish(
+        [Message("out", "ch", "insert", payload, e)])
+    assert bare.getvalue() == payload + b"\n"
