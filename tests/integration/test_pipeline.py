@@ -135,7 +135,8 @@ async def test_stream_mode_and_dead_letters(
         mode="stream")
     try:
         async with Connector(config) as c:
-            await pg.execute("INSERT INTO users (name) SELECT 'n' || g FROM generate_series(1, 3) g")
+            await pg.execute("INSERT INTO users (name) "
+                             "SELECT 'n' || g FROM generate_series(1, 3) g")
             async with asyncio.timeout(10):
                 while c.stats.events < 3:
                     await asyncio.sleep(0.02)

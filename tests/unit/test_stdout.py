@@ -12,7 +12,8 @@ async def test_one_json_line_per_event() -> None:
     buf = io.BytesIO()
     payload = b'{"id":"1-1","op":"insert","new":{"a": 1}}'
     e = ChangeEvent(1, "public", "t", "insert", payload)
-    await StdoutPublisher("out", {}, stream=buf).publish([Message("out", "ch", "insert", payload, e)] * 2)
+    message = Message("out", "ch", "insert", payload, e)
+    await StdoutPublisher("out", {}, stream=buf).publish([message, message])
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2
     assert orjson.loads(lines[0]) == {"publisher": "out", "channel": "ch", "name": "insert",
