@@ -9,7 +9,9 @@ WITH picked AS (
 ),
 claimed AS (
     DELETE FROM {schema}.outbox o
-    WHERE o.id IN (SELECT id FROM picked WHERE before < $2)
+    -- = ANY(array) keeps this an index probe per id whatever the plan cache decides; a join
+    -- here can turn into a scan of the whole outbox per batch when the backlog is large.
+    WHERE o.id = ANY (ARRAY(SELECT id FROM picked WHERE before < $2))
     RETURNING o.id, o.txid, o.captured_at, o.relid, o.op, o.old_row, o.new_row, o.xmin AS row_xmin
 ),
 named AS (
