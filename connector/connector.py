@@ -100,12 +100,13 @@ class Connector:
         self.source.interrupt()
         log.info("stopping", timeout=self.shutdown_timeout)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), self.shutdown_timeout)
-        except TimeoutError:
-            log.warning("shutdown_timeout", detail="in-flight batch rolled back")
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            # asyncio.wait never raises the task's own error or cancellation (a second
+            # signal cancels the task; that is a normal way to stop).
+            done, _ = await asyncio.wait({self._task}, timeout=self.shutdown_timeout)
+            if not done:
+                log.warning("shutdown_timeout", detail="in-flight batch rolled back")
+                self._task.cancel()
+                await asyncio.wait({self._task})
         finally:
             await self._close()
 
@@ -186,7 +187,9 @@ class Connector:
 
     async def _reopen(self, delay: float) -> None:
         while not self._stopping:
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await self._pause(delay * random.uniform(0.5, 1.0))
+            if self._stopping:
+                return
             try:
                 await self.source.open()
                 log.info("database_reconnected")

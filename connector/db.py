@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from connector.config import PostgresConfig
+from connector.config import ConfigError, PostgresConfig
 
 
 class DatabaseError(Exception):
@@ -60,7 +60,8 @@ async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
             exc.strerror or str(exc) or type(exc).__name__)
         raise DatabaseError(f"cannot connect to PostgreSQL at {target}: {reason}") from None
     except ValueError as exc:  # malformed DSN; asyncpg's message does not echo the password
-        raise DatabaseError(f"postgres.dsn: invalid connection string ({_strip(exc)})") from None
+        # A config problem (exit 2), found only when the DSN is parsed at connect time.
+        raise ConfigError([f"postgres.dsn: invalid connection string ({_strip(exc)})"]) from None
 
 
 def _strip(exc: Exception) -> str:

@@ -32,7 +32,10 @@ log = structlog.get_logger("pgconnector.source")
 WAKE_CHANNEL = "pgconnector_wakeup"
 _FIRST_BACKOFF = 0.002  # first idle poll after activity, seconds
 
-_CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError,
+# OperatorInterventionError covers "terminating connection due to administrator command"
+# (a restart or pg_terminate_backend), which arrives as a server error, not a socket error.
+_CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                      asyncpg.exceptions.OperatorInterventionError, OSError,
                       asyncio.TimeoutError, ConnectionError)
 
 
