@@ -35,7 +35,9 @@ _FIRST_BACKOFF = 0.002  # first idle poll after activity, seconds
 # OperatorInterventionError covers "terminating connection due to administrator command"
 # (a restart or pg_terminate_backend), which arrives as a server error, not a socket error.
 _CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                      asyncpg.exceptions.OperatorInterventionError, OSError,
+                      asyncpg.exceptions.OperatorInterventionError,
+                      asyncpg.exceptions.InternalClientError,  # protocol state broken by a kill
+                      OSError,
                       asyncio.TimeoutError, ConnectionError)
 
 
