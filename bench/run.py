@@ -118,7 +118,7 @@ class Settings:
                        steady_rate=100, steady_seconds=1.0, quiet_wait=0.0)
         return cls(smoke=False, clients=(1, 4, 8), seconds=10, rounds=3, warmup_seconds=3,
                    bulk_rows=100_000, bulk_rounds=3, idle_changes=200, idle_interval=0.05,
-                   steady_rate=100, steady_seconds=10.0, quiet_wait=120.0)
+                   steady_rate=100, steady_seconds=10.0, quiet_wait=60.0)
 
 
 def admin_url() -> str:
@@ -253,7 +253,7 @@ def method_notes(s: Settings) -> str:
 - **P1**: `pgbench -n -M prepared -T {s.seconds}` at {clients} client(s) (`-j` = min(clients,
   CPUs)), one single-row `INSERT` per transaction, daemon not running, so this is the cost of the
   trigger alone. Before every run: `TRUNCATE` of the table and the outbox, then `CHECKPOINT`.
-  the variants alternate, their order rotating each round; {s.rounds} round(s), median tps
+  The variants alternate, their order rotating each round; {s.rounds} round(s), median tps
   reported{f", after a {s.warmup_seconds} s warm-up run that is discarded" if s.warmup_seconds
   else ""}. Default server settings (fsync and synchronous_commit on).
   Diagnostic row (at {max(s.clients)} clients): the same capture with the `pg_notify` wake-up
@@ -397,14 +397,21 @@ async def machine_info(conn: asyncpg.Connection, redis_url: str) -> dict[str, st
 
 
 async def git_describe() -> str:
-    try:
+    """The commit measured; "-dirty" when the code under test (not bench/) has local edits."""
+
+    async def git(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            "git", "-C", str(BENCH_DIR.parent), "describe", "--always", "--dirty",
+            "git", "-C", str(BENCH_DIR.parent), *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
         out, _ = await proc.communicate()
+        return out.decode().strip() if proc.returncode == 0 else ""
+
+    try:
+        commit = await git("describe", "--always")
+        dirty = await git("status", "--porcelain", "--", "connector", "sql", "pyproject.toml")
     except OSError:
         return "commit unknown"
-    return out.decode().strip() or "commit unknown"
+    return (commit + ("-dirty" if dirty else "")) or "commit unknown"
 
 
 # --------------------------------------------------------------------------- other load
