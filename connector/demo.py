@@ -35,7 +35,10 @@ CDC_SCHEMA = "pgconnector_demo_cdc"
 
 
 def say(text: str) -> None:
-    print(f"demo: {text}", file=sys.stderr, flush=True)
+    # The demo's narration is user-facing output, not a log event: plain text on stderr,
+    # next to the JSON lines the stdout publisher prints.
+    sys.stderr.write(f"demo: {text}\n")
+    sys.stderr.flush()
 
 
 def _candidate_dsns() -> Iterator[str | None]:

@@ -30,7 +30,8 @@ named AS (
     LEFT JOIN {schema}.installed_tables t ON r.oid IS NULL AND t.relid = c.relid
 )
 -- The JSON text is concatenated rather than json_build_object'ed: same escaping (to_json),
--- compact output, and the key order of DESIGN.md §5.
+-- no " : " padding around the envelope's keys, and the key order of DESIGN.md §5 (the rows
+-- keep jsonb's own text form, with a space after ':' and ',').
 SELECT id, schema_name, table_name, op_name AS op,
        '{"id":"' || txid::text || '-' || id::text
        || '","op":"' || op_name
