@@ -49,28 +49,36 @@ CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
 );
 
 -- The capture function shared by every captured table. SECURITY DEFINER so the application's
--- role needs no privilege on {schema}; the fixed search_path keeps it from resolving names
--- through the caller's path. Wake-up: only the transaction holding the transaction-level
--- advisory lock (one at a time) sends a NOTIFY, so concurrent commits are not serialised on
--- the notify queue lock (BASELINE.md); the daemon's polling covers the others.
+-- role needs no privilege on {schema}. It has no `SET search_path` clause on purpose: that clause
+-- makes every call save and restore the setting and rebuild the namespace cache, which cost 5 %
+-- of 8-client write throughput (bench/RESULTS.md). Instead nothing in the body resolves through
+-- the caller's search_path: tables are schema-qualified, functions are pg_catalog-qualified and
+-- operators are written OPERATOR(pg_catalog.=) (tests/integration/test_install.py plants a
+-- hostile schema first on the path to prove it). Keep it that way when editing.
+-- Wake-up: only the transaction holding the transaction-level advisory lock (one at a time)
+-- sends a NOTIFY, so concurrent commits are not serialised on the notify queue lock
+-- (BASELINE.md); the daemon's polling covers the others.
 CREATE OR REPLACE FUNCTION {schema}.capture_v1() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+LANGUAGE plpgsql SECURITY DEFINER AS $fn$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op, new_row)
-        VALUES (pg_current_xact_id(), clock_timestamp(), TG_RELID, 'i', to_jsonb(NEW));
-    ELSIF TG_OP = 'UPDATE' THEN
+        VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 'i',
+                pg_catalog.to_jsonb(NEW));
+    ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op, old_row, new_row)
-        VALUES (pg_current_xact_id(), clock_timestamp(), TG_RELID, 'u', to_jsonb(OLD), to_jsonb(NEW));
-    ELSIF TG_OP = 'DELETE' THEN
+        VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 'u',
+                pg_catalog.to_jsonb(OLD), pg_catalog.to_jsonb(NEW));
+    ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op, old_row)
-        VALUES (pg_current_xact_id(), clock_timestamp(), TG_RELID, 'd', to_jsonb(OLD));
+        VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 'd',
+                pg_catalog.to_jsonb(OLD));
     ELSE
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op)
-        VALUES (pg_current_xact_id(), clock_timestamp(), TG_RELID, 't');
+        VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 't');
     END IF;
-    IF pg_try_advisory_xact_lock(1885823843, 1) THEN
-        PERFORM pg_notify('pgconnector_wakeup', '');
+    IF pg_catalog.pg_try_advisory_xact_lock(1885823843, 1) THEN
+        PERFORM pg_catalog.pg_notify('pgconnector_wakeup', '');
     END IF;
     RETURN NULL;
 END

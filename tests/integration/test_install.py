@@ -110,3 +110,34 @@ async def test_hostile_names_install_and_uninstall(database: str, pg: asyncpg.Co
     await uninstall(pg, 'cdc "odd"; schema', force=True)
     assert await triggers(pg) == set()
     assert await pg.fetchval('SELECT count(*) FROM "My Schema"."Order ""Items""; drop"') == 1
+
+
+async def test_capture_ignores_a_hostile_search_path(database: str, pg: asyncpg.Connection) -> None:
+    """The capture function is SECURITY DEFINER without SET search_path: every name in it must
+    be qualified, or a writer could make it run their own functions with the owner's rights."""
+    await pg.execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
+    await install(pg, cfg(database, [{"table": "a", "publisher": "cache", "channel": "x"}]))
+    await pg.execute("""
+        CREATE SCHEMA evil;
+        CREATE TABLE evil.calls (what text);
+        CREATE FUNCTION evil.to_jsonb(anyelement) RETURNS jsonb LANGUAGE sql
+            AS $$ INSERT INTO evil.calls VALUES ('to_jsonb') RETURNING '{"evil": true}'::jsonb $$;
+        CREATE FUNCTION evil.pg_current_xact_id() RETURNS xid8 LANGUAGE sql
+            AS $$ INSERT INTO evil.calls VALUES ('xid') RETURNING '1'::xid8 $$;
+        CREATE FUNCTION evil.texteq_evil(text, text) RETURNS boolean LANGUAGE sql
+            AS $$ INSERT INTO evil.calls VALUES ('=') RETURNING true $$;
+        CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.texteq_evil);
+        CREATE TABLE evil.outbox (LIKE pgconnector.outbox);
+    """)
+    async with pg.transaction():
+        await pg.execute("SET LOCAL search_path = evil, pg_catalog, public")
+        await pg.execute("INSERT INTO public.a VALUES (1, 'x')")
+        await pg.execute("UPDATE public.a SET v = 'y'")
+        await pg.execute("DELETE FROM public.a")
+    rows = await pg.fetch("SELECT op, new_row, old_row FROM pgconnector.outbox ORDER BY id")
+    assert [(r["op"], r["new_row"], r["old_row"]) for r in rows] == [
+        (b"i", '{"v": "x", "id": 1}', None),
+        (b"u", '{"v": "y", "id": 1}', '{"v": "x", "id": 1}'),
+        (b"d", None, '{"v": "y", "id": 1}')]
+    assert await pg.fetchval("SELECT count(*) FROM evil.calls") == 0
+    assert await pg.fetchval("SELECT count(*) FROM evil.outbox") == 0
