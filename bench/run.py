@@ -84,8 +84,8 @@ QUIET = 0.25  # machine CPU use (all cores) below which the box counts as idle b
 # The wake-up in the capture function: ``IF <cond> THEN PERFORM pg_notify(...); END IF;`` or a
 # bare ``PERFORM pg_notify(...);``. Removed only for the P1 diagnostic variant.
 WAKEUP_BLOCK = re.compile(
-    r"IF\s[^;]*?\sTHEN\s+PERFORM\s+pg_notify\([^;]*\);\s*END\s+IF;"
-    r"|PERFORM\s+pg_notify\([^;]*\);", re.IGNORECASE)
+    r"IF\s[^;]*?\sTHEN\s+PERFORM\s+(?:pg_catalog\.)?pg_notify\([^;]*\);\s*END\s+IF;"
+    r"|PERFORM\s+(?:pg_catalog\.)?pg_notify\([^;]*\);", re.IGNORECASE)
 
 
 def log(message: str) -> None:
