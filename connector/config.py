@@ -84,6 +84,7 @@ class CaptureConfig:
     max_batch_bytes: int = 8 * 1024 * 1024
     poll_interval: float = 0.5
     standby_retry: float = 2.0
+    linger: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,8 @@ def _describe(err: Any) -> str:
     if kind in ("enum", "const"):
         allowed = err.validator_value if kind == "enum" else [err.validator_value]
         return f"{err.instance!r} is not one of {', '.join(map(str, allowed))}"
+    if kind == "pattern":  # never echo the value: it may be a secret (an API key)
+        return str(err.schema.get("x-pattern-message") or f"does not match {err.validator_value}")
     if kind == "propertyNames":
         return "invalid name: use letters, digits, '_' and '-', starting with a letter or '_'"
     return str(err.message)

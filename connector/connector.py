@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 import signal
@@ -59,7 +60,11 @@ class Connector:
             name: publisher_class(p.type)(name, p.options)
             for name, p in self.config.publishers.items()}
         self.engine = DeliveryEngine(self.publishers)
-        self.source: Source = TriggerSource(self.config.postgres, self.config.capture)
+        # A publisher that packs several changes per message (Ably) asks the source to let a
+        # trickle gather for a moment before claiming.
+        linger = max([self.config.capture.linger, *(p.linger for p in self.publishers.values())])
+        self.source: Source = TriggerSource(
+            self.config.postgres, dataclasses.replace(self.config.capture, linger=linger))
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stopping = False

@@ -18,6 +18,7 @@ class ChangeEvent:
     table: str
     op: str
     payload: bytes
+    key: tuple[str, ...] = ()  # primary key columns of the table (empty: it has none)
     _parsed: dict[str, Any] | None = field(default=None, repr=False)
 
     @property

@@ -28,7 +28,13 @@ class PublishError(Exception):
 
 
 class RetryableError(PublishError):
-    """Nothing (or nothing certain) was delivered; the same batch may succeed later."""
+    """Nothing (or nothing certain) was delivered; the same batch may succeed later.
+
+    ``retry_after`` is the least wait the system asked for (a rate limit), in seconds."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentError(PublishError):
@@ -53,6 +59,8 @@ class Publisher(ABC):
 
     type_name: ClassVar[str]
     options_schema: ClassVar[dict[str, Any] | None] = None
+    #: seconds the source should wait for a batch to fill before claiming it (packing)
+    linger: float = 0.0
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         self.name = name
@@ -84,6 +92,7 @@ class Publisher(ABC):
 
 
 _BUILTIN = {
+    "ably": "connector.publishers.ably:AblyPublisher",
     "redis": "connector.publishers.redis:RedisPublisher",
     "stdout": "connector.publishers.stdout:StdoutPublisher",
 }
@@ -169,6 +178,7 @@ class DeliveryEngine:
         last: PublishError = RetryableError("not attempted")
         while pending:
             attempt += 1
+            wait = 0.0
             try:
                 await publisher.publish(pending)
                 return dead
@@ -179,6 +189,8 @@ class DeliveryEngine:
                         dead.append(DeadLetter(pending[i], str(err), attempt))
                     else:
                         retry.append(pending[i])
+                        if isinstance(err, RetryableError):
+                            wait = max(wait, err.retry_after)
                 pending = retry
                 last = exc
             except PermanentError as exc:
@@ -186,6 +198,7 @@ class DeliveryEngine:
                 return dead
             except RetryableError as exc:
                 last = exc
+                wait = exc.retry_after
             except Exception as exc:  # an adapter bug must not lose the batch: retry it
                 log.error("publisher_crashed", publisher=publisher.name,
                           error=f"{type(exc).__name__}: {exc}")
@@ -194,5 +207,5 @@ class DeliveryEngine:
                 break
             if attempt >= self.retry.attempts:
                 raise DeliveryStalled(publisher.name, last)
-            await asyncio.sleep(self.retry.delay(attempt))
+            await asyncio.sleep(max(self.retry.delay(attempt), wait))
         return dead

@@ -52,9 +52,12 @@ class TriggerSource(Source):
         self._interrupted = False
         self._lost = False
         self._delay = 0.0
+        self._full = False
+        self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
 
     async def open(self) -> None:
         self._lost = False
+        self._keys.clear()
         self._conn = await db.connect(self.pg)
         self._conn.add_termination_listener(self._on_terminated)
         await self._conn.add_listener(WAKE_CHANNEL, self._on_notify)
@@ -117,11 +120,19 @@ class TriggerSource(Source):
                         self._delay = min(max(self._delay * 2, _FIRST_BACKOFF),
                                           self.capture.poll_interval)
                         continue
+                if self.capture.linger > 0 and not self._full:
+                    # Let a trickle gather into one batch (fewer, larger publishes: Ably
+                    # packing, per-channel rate limits); skipped while batches come full.
+                    await self._sleep(self.capture.linger)
+                    if self._interrupted:
+                        return None
                 batch = await self._claim()
                 if batch is not None:
                     # Keep claiming without pause while rows keep coming.
                     self._delay = 0.0 if len(batch.events) else _FIRST_BACKOFF
+                    self._full = len(batch.events) >= self.capture.batch_size
                     return batch
+                self._full = False
                 self._delay = max(self._delay, _FIRST_BACKOFF)
             return None
         except _CONNECTION_ERRORS as exc:
@@ -139,9 +150,29 @@ class TriggerSource(Source):
         if not rows:
             await tx.rollback()
             return None
+        try:
+            keys = await self._key_columns({(r["schema_name"], r["table_name"]) for r in rows})
+        except BaseException:
+            await _rollback_quietly(tx)
+            raise
         events = [ChangeEvent(r["id"], r["schema_name"], r["table_name"], r["op"],
-                              r["payload"].encode()) for r in rows]
+                              r["payload"].encode(),
+                              keys.get((r["schema_name"], r["table_name"]), ()))
+                  for r in rows]
         return Batch(events, tx)
+
+    async def _key_columns(
+            self, tables: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Primary key columns per table, looked up once per table per connection (a key
+        change while streaming is picked up after the next reconnect)."""
+        missing = [t for t in tables if t not in self._keys]
+        if missing:
+            rows = await self.conn.fetch(self.q.get("primary_keys"),
+                                         [t[0] for t in missing], [t[1] for t in missing])
+            found = {(r["schema_name"], r["table_name"]): tuple(r["columns"]) for r in rows}
+            for t in missing:
+                self._keys[t] = found.get(t, ())
+        return self._keys
 
     async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = ()) -> None:
         try:
