@@ -112,6 +112,9 @@ class Connector:
                 log.warning("shutdown_timeout", detail="in-flight batch rolled back")
                 self._task.cancel()
                 await asyncio.wait({self._task})
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                exc = self._task.exception()
+                log.error("stopped_by_error", error=f"{type(exc).__name__}: {exc}")
         finally:
             await self._close()
 
@@ -221,7 +224,7 @@ class Connector:
                 dead = await self.engine.deliver(messages)
             except DeliveryStalled as exc:
                 await self.source.nack(batch)
-                pause = min(max(pause * 2, 0.5), MAX_RECONNECT_BACKOFF)
+                pause = max(min(max(pause * 2, 0.5), MAX_RECONNECT_BACKOFF), exc.retry_after)
                 if stalled_since != exc.publisher:
                     log.warning("publisher_unavailable", publisher=exc.publisher,
                                 error=str(exc.error), detail="batch kept in the outbox; retrying")

@@ -20,6 +20,8 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from tests.ably_endpoint import ably_endpoint  # noqa: F401  (the local Ably endpoint fixture)
+
 
 def _docker_available() -> bool:
     try:

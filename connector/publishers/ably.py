@@ -286,28 +286,44 @@ class AblyPublisher(Publisher):
             except PublishError as exc:
                 return [exc] * len(request)
         status = int(response.status_code)
-        if 200 <= status < 300:
-            return [None] * len(request)
-        body_obj = _first(response.items)
+        items = response.items
+        body_obj = _first(items)
         error = body_obj.get("error") if isinstance(body_obj, dict) else None
         code = _code(error, response)
-        if status == 400 and code == BATCH_PARTIAL and isinstance(body_obj, dict):
-            results = body_obj.get("batchResponse") or []
-            out: list[PublishError | None] = []
-            for n, _ in enumerate(request):
-                item = results[n] if n < len(results) else None
-                err = item.get("error") if isinstance(item, dict) else None
-                if isinstance(item, dict) and not err:
-                    out.append(None)
-                else:
-                    out.append(self._classify(
-                        int(err.get("statusCode") or 500) if isinstance(err, dict) else 500,
-                        _code(err, None), str(err.get("message", "")) if isinstance(err, dict)
-                        else "no result for this channel"))
-            return out
-        message = str(error.get("message", "")) if isinstance(error, dict) else (
-            response.error_message or "")
-        return [self._classify(status, code, message)] * len(request)
+        partial = status == 400 and code == BATCH_PARTIAL and isinstance(body_obj, dict)
+        if not (200 <= status < 300 or partial):
+            message = str(error.get("message", "")) if isinstance(error, dict) else (
+                response.error_message or "")
+            return [self._classify(status, code, message)] * len(request)
+        # Per-channel outcomes come in two shapes, by protocol version: a 400/40020 whose
+        # batchResponse lists {channel, messageId | error} (versions < 2), or a 201 with one
+        # {successCount, failureCount, results: [...]} per spec (2 and later), where a failed
+        # channel hides inside the success status. Match outcomes to specs by channel name.
+        outcomes: list[Any] = []
+        if partial:
+            outcomes = list(body_obj.get("batchResponse") or [])
+        else:
+            for item in items if isinstance(items, list) else [items]:
+                results = item.get("results") if isinstance(item, dict) else None
+                outcomes += results if isinstance(results, list) else [item]
+        failed: dict[str, Any] = {}
+        seen: set[str] = set()
+        for r in outcomes:
+            if isinstance(r, dict) and isinstance(r.get("channel"), str):
+                seen.add(r["channel"])
+                if r.get("error"):
+                    failed[r["channel"]] = r["error"]
+        out: list[PublishError | None] = []
+        for g in request:
+            err = failed.get(g.channel)
+            if err is None and (g.channel in seen or not partial):
+                out.append(None)
+            elif isinstance(err, dict):
+                out.append(self._classify(int(err.get("statusCode") or 500), _code(err, None),
+                                          str(err.get("message", ""))))
+            else:
+                out.append(RetryableError("ably: no result for this channel in the response"))
+        return out
 
     async def _post(self, body: bytes) -> Any:
         import ably

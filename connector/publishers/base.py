@@ -130,9 +130,10 @@ class DeadLetter:
 class DeliveryStalled(Exception):
     """A publisher kept failing with retryable errors; the batch must be retried later."""
 
-    def __init__(self, publisher: str, error: PublishError) -> None:
+    def __init__(self, publisher: str, error: PublishError, retry_after: float = 0.0) -> None:
         self.publisher = publisher
         self.error = error
+        self.retry_after = retry_after  # the least wait the system asked for, seconds
         super().__init__(f"publisher {publisher!r}: {error}")
 
 
@@ -143,8 +144,10 @@ class RetryPolicy:
     max_backoff: float = 2.0
 
     def delay(self, attempt: int) -> float:
-        """Exponential backoff with full jitter."""
-        return random.uniform(0, min(self.max_backoff, self.initial_backoff * 2 ** attempt))
+        """Exponential backoff with "equal" jitter: half fixed, half random, so the waits
+        grow attempt after attempt while retries of many instances still spread out."""
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** attempt)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class DeliveryEngine:
@@ -206,6 +209,6 @@ class DeliveryEngine:
             if not pending:
                 break
             if attempt >= self.retry.attempts:
-                raise DeliveryStalled(publisher.name, last)
+                raise DeliveryStalled(publisher.name, last, wait)
             await asyncio.sleep(max(self.retry.delay(attempt), wait))
         return dead
