@@ -28,8 +28,9 @@ EXIT_CONFIG = 2
 
 T = TypeVar("T")
 
-ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Config file (YAML or JSON).",
-                                         dir_okay=True, show_default=False)]
+ConfigOpt = Annotated[Path, typer.Option(
+    "--config", "-c", show_default=False, dir_okay=True,
+    help="Config file: YAML or JSON, or an Ably Postgres connector default.json or .env.")]
 
 _log_opts: dict[str, str | None] = {"format": None, "level": None}
 
@@ -97,6 +98,36 @@ def validate(config: ConfigOpt) -> None:
     cfg = load(config)
     typer.echo(f"OK: {config} ({len(cfg.publishers)} publisher(s), {len(cfg.routes)} route(s), "
                f"{len(cfg.tables)} table(s))")
+
+
+@app.command()
+def convert(
+    file: Annotated[Path, typer.Argument(help="An Ably Postgres connector default.json or .env.",
+                                         show_default=False)],
+    inline_secrets: Annotated[bool, typer.Option(
+        "--inline-secrets", help="Write the API key and password into the output.")] = False,
+) -> None:
+    """Print the pgconnector YAML equivalent of an Ably Postgres connector config."""
+    import os
+
+    from connector import ably_compat
+    from connector.config import read_config_data, read_file
+
+    try:
+        if not ably_compat.is_env_path(file) and not ably_compat.is_legacy(read_file(file)):
+            fail(f"{file}: not an Ably Postgres connector config (expected a JSON file with "
+                 "dbConfig, connector and ably, or a .env file)", EXIT_CONFIG)
+        data = read_config_data(file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+    text, needed = ably_compat.to_yaml(data, inline_secrets=inline_secrets)
+    typer.echo(text, nl=False)
+    unset = [v for v in needed if v not in os.environ]
+    if needed:
+        typer.echo("note: the config reads " + " and ".join(needed) + " from the environment"
+                   + (f"; set {', '.join(unset)} before using it" if unset else ""), err=True)
 
 
 @app.command("install")

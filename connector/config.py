@@ -76,6 +76,12 @@ class PostgresConfig:
     schema: str = "pgconnector"
     connect_timeout: float = 10.0
     application_name: str | None = None
+    # libpq-style parts; each overrides the DSN's (and the PG* variables')
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    database: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,7 +118,7 @@ class Config:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Config:
-        return parse(read_file(path), source=str(path))
+        return parse(read_config_data(path), source=str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> Config:
@@ -122,19 +128,25 @@ class Config:
 # --------------------------------------------------------------------------- reading
 
 
+def read_config_data(path: str | os.PathLike[str]) -> Any:
+    """A config file's data: ours (YAML or JSON), or the Ably Postgres connector's
+    ``default.json`` / ``.env``, converted to ours (connector/ably_compat.py)."""
+    from connector import ably_compat
+
+    try:
+        if ably_compat.is_env_path(path):
+            env = ably_compat.read_env_file(_read_text(Path(path)), os.environ)
+            return ably_compat.from_env(env)
+        data = read_file(path)
+        return ably_compat.from_json(data) if ably_compat.is_legacy(data) else data
+    except ably_compat.LegacyConfigError as exc:
+        raise ConfigError(exc.problems) from None
+
+
 def read_file(path: str | os.PathLike[str]) -> Any:
     """Parse a YAML or JSON file; errors name the file and the line."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{p}: no such file"]) from None
-    except IsADirectoryError:
-        raise ConfigError([f"{p}: is a directory, not a config file"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{p}: cannot read: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{p}: not UTF-8 text"]) from None
+    text = _read_text(p)
     try:
         # YAML 1.2 is a superset of JSON, so one parser reads both.
         return yaml.safe_load(text)
@@ -144,6 +156,19 @@ def read_file(path: str | os.PathLike[str]) -> Any:
         raise ConfigError([f"{p}: invalid YAML at {where}: {exc.problem}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{p}: invalid YAML: {exc}"]) from None
+
+
+def _read_text(p: Path) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{p}: is a directory, not a config file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{p}: not UTF-8 text"]) from None
 
 
 _VAR = re.compile(r"\$(\$)|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -32,6 +32,8 @@ def describe_target(cfg: PostgresConfig) -> str:
             db = unquote(parts.path.lstrip("/")) or db
         except ValueError:
             return "the configured DSN (unparseable)"
+    host, port = cfg.host or host, str(cfg.port or port)
+    user, db = cfg.user or user, cfg.database or db
     return f"{user + '@' if user else ''}{host}:{port}/{db or user or '?'}"
 
 
@@ -42,9 +44,12 @@ def application_name(cfg: PostgresConfig) -> str:
 async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
     """A connection, or :class:`DatabaseError` with a one-line, secret-free reason."""
     target = describe_target(cfg)
+    parts = {k: v for k in ("host", "port", "user", "password", "database")
+             if (v := getattr(cfg, k)) is not None}
     try:
         return await asyncpg.connect(
             dsn=cfg.dsn,
+            **parts,
             timeout=cfg.connect_timeout,
             server_settings={"application_name": application_name(cfg)},
             **kwargs,
