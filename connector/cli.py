@@ -118,10 +118,13 @@ def convert(
             fail(f"{file}: not an Ably Postgres connector config (expected a JSON file with "
                  "dbConfig, connector and ably, or a .env file)", EXIT_CONFIG)
         data = read_config_data(file)
+        problems = ably_compat.check(data, key_written=inline_secrets)
     except ConfigError as exc:
-        for problem in exc.problems:
-            typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(EXIT_CONFIG) from None
+        problems = exc.problems
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(EXIT_CONFIG)
     text, needed = ably_compat.to_yaml(data, inline_secrets=inline_secrets)
     typer.echo(text, nl=False)
     unset = [v for v in needed if v not in os.environ]

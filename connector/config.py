@@ -72,7 +72,7 @@ class PublisherConfig:
 
 @dataclass(frozen=True)
 class PostgresConfig:
-    dsn: str | None = None
+    dsn: str | None = field(default=None, repr=False)  # may hold the password
     schema: str = "pgconnector"
     connect_timeout: float = 10.0
     application_name: str | None = None
@@ -118,7 +118,13 @@ class Config:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Config:
-        return parse(read_config_data(path), source=str(path))
+        data = read_config_data(path)
+        try:
+            return parse(data, source=str(path))
+        except ConfigError as exc:  # name a converted legacy config's keys as its file does
+            from connector.ably_compat import remap_problems
+
+            raise ConfigError(remap_problems(data, exc.problems)) from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> Config:
@@ -135,6 +141,9 @@ def read_config_data(path: str | os.PathLike[str]) -> Any:
 
     try:
         if ably_compat.is_env_path(path):
+            if not Path(path).exists() and "ABLY_CONNECTOR" in os.environ:
+                # as the Node connector (dotenv skips a missing file): the environment alone
+                return ably_compat.from_env(ably_compat.env_only(os.environ))
             env = ably_compat.read_env_file(_read_text(Path(path)), os.environ)
             return ably_compat.from_env(env)
         data = read_file(path)

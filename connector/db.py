@@ -46,6 +46,8 @@ async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
     target = describe_target(cfg)
     parts = {k: v for k in ("host", "port", "user", "password", "database")
              if (v := getattr(cfg, k)) is not None}
+    if cfg.host is not None and cfg.port is None and (port := _dsn_port(cfg.dsn)):
+        parts["port"] = port  # asyncpg drops the DSN's port with its host; libpq keeps it
     try:
         return await asyncpg.connect(
             dsn=cfg.dsn,
@@ -67,6 +69,13 @@ async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
     except ValueError as exc:  # malformed DSN; asyncpg's message does not echo the password
         # A config problem (exit 2), found only when the DSN is parsed at connect time.
         raise ConfigError([f"postgres.dsn: invalid connection string ({_strip(exc)})"]) from None
+
+
+def _dsn_port(dsn: str | None) -> int | None:
+    try:
+        return urlsplit(dsn).port if dsn else None
+    except ValueError:  # several hosts, or not a number: asyncpg reports it
+        return None
 
 
 def _strip(exc: Exception) -> str:

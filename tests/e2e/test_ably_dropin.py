@@ -96,3 +96,77 @@ async def test_convert_refuses_a_file_that_is_not_a_legacy_config(tmp_path: Path
     assert result.stderr_lines == [
         f"error: {ours}: not an Ably Postgres connector config (expected a JSON file with "
         "dbConfig, connector and ably, or a .env file)"]
+
+
+NODE_VARIABLES = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME", "ABLY_API_KEY",
+                  "ABLY_CONNECTOR", "ABLY_ENDPOINT", "ABLY_PORT")
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    env = base_env()
+    for name in NODE_VARIABLES:
+        env.pop(name, None)
+    return {**env, **overrides}
+
+
+async def test_the_node_projects_own_default_json_needs_only_a_real_key(tmp_path: Path) -> None:
+    # ably-labs/ably-postgres-connector config/default.json, verbatim: "API_KEY" is a placeholder
+    mapping = [{"tablename": "users", "ablychannelname": f"ably-users-{what}", "operation": op}
+               for what, op in (("added", "INSERT"), ("updated", "UPDATE"),
+                                ("removed", "DELETE"))]
+    default = tmp_path / "default.json"
+    default.write_text(json.dumps({
+        "dbConfig": {"host": "db", "port": 5432, "user": "postgres", "password": "postgres",
+                     "database": "mydb"},
+        "connector": mapping, "ably": {"apiKey": "API_KEY"}}, indent=4))
+    result = await run("validate", "-c", default, env=clean_env())
+    assert result.code == 2, result
+    assert result.stderr_lines == [
+        "error: ably.apiKey: not an Ably API key (expected appId.keyId:secret)"], result
+    # convert writes ${ABLY_API_KEY}, so the placeholder is no problem there, unless inlined
+    converted = await run("convert", default, env=clean_env())
+    assert converted.code == 0 and "${ABLY_API_KEY}" in converted.stdout, converted
+    converted = await run("convert", "--inline-secrets", default, env=clean_env())
+    assert converted.code == 2 and converted.stdout == "", converted
+    assert converted.stderr_lines == [
+        "error: ably.apiKey: not an Ably API key (expected appId.keyId:secret)"], converted
+    bad = json.loads(default.read_text())
+    bad["ably"]["apiKey"] = "app.key:s3cret"
+    bad["connector"][1]["operation"] = "UPSERT"
+    default.write_text(json.dumps(bad))
+    result = await run("validate", "-c", default, env=clean_env())
+    assert result.code == 2, result
+    assert result.stderr_lines == [
+        "error: connector[1].operation: unknown operation 'UPSERT' (expected INSERT, UPDATE, "
+        "DELETE or TRUNCATE)"], result
+    assert "s3cret" not in result.stdout + result.stderr
+    bad["connector"][1]["operation"] = "update"
+    bad["connector"][2]["tablename"] = "a.b.c"
+    default.write_text(json.dumps(bad))
+    for command in (("validate", "-c"), ("convert",)):
+        result = await run(*command, default, env=clean_env())
+        assert result.code == 2 and result.stdout == "", result
+        assert result.stderr_lines == [
+            "error: connector[2].tablename: expected schema.table or table: 'a.b.c'"], result
+
+
+async def test_variables_alone_when_the_env_file_is_missing(tmp_path: Path) -> None:
+    # the Node connector's Docker form: docker-compose's env_file, no .env in the image
+    mapping = json.dumps([{"tablename": "users", "ablychannelname": "c", "operation": "INSERT"}])
+    env = clean_env(DB_HOST="db", DB_PASSWORD="pw-secret", ABLY_API_KEY="app.key:s3cret",
+                    ABLY_CONNECTOR=mapping)
+    missing = tmp_path / "config" / ".env"
+    result = await run("validate", "-c", missing, env=env)
+    assert result.code == 0 and "1 route(s)" in result.stdout, result
+    converted = await run("convert", missing, env=env)
+    assert converted.code == 0 and "table: users" in converted.stdout, converted
+    assert "s3cret" not in converted.stdout + converted.stderr
+    assert "pw-secret" not in converted.stdout + converted.stderr
+
+    result = await run("validate", "-c", missing, env={**env, "ABLY_CONNECTOR": "[{oops"})
+    assert result.code == 2, result
+    assert result.stderr_lines == [
+        "error: ABLY_CONNECTOR: not valid JSON: Expecting property name enclosed in double "
+        "quotes: line 1 column 3 (char 2)"], result
+    result = await run("validate", "-c", missing, env=clean_env())
+    assert result.code == 2 and result.stderr_lines == [f"error: {missing}: no such file"]
