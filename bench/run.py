@@ -36,7 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import asyncpg
@@ -150,12 +150,22 @@ def without_password(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(netloc=f"{user}@{hostinfo}")), unquote(parts.password)
 
 
-def connector_config(dsn: str, redis_url: str, channel: str) -> Config:
+def connector_config(dsn: str, redis_url: str, channel: str,
+                     where: dict[str, Any] | None = None) -> Config:
+    route: dict[str, Any] = {"table": f"public.{TABLE}", "publisher": "redis",
+                             "channel": channel}
+    if where is not None:
+        route["where"] = where
     return Config.from_dict({
         "postgres": {"dsn": dsn, "schema": SCHEMA, "application_name": "pgconnector-bench"},
         "publishers": {"redis": {"type": "redis", "url": redis_url, "mode": "pubsub"}},
-        "routes": [{"table": f"public.{TABLE}", "publisher": "redis", "channel": channel}],
+        "routes": [route],
     })
+
+
+# P1 pushdown: a route whose filter no pgbench row matches (names are 'user-<n>'), so the
+# trigger's WHEN clause turns every write away before the capture function runs.
+FILTER_NONE_MATCH = {"name": "vip"}
 
 
 # --------------------------------------------------------------------------- statistics
@@ -256,6 +266,9 @@ def method_notes(s: Settings) -> str:
   The variants alternate, their order rotating each round; {s.rounds} round(s), median tps
   reported{f", after a {s.warmup_seconds} s warm-up run that is discarded" if s.warmup_seconds
   else ""}. Default server settings (fsync and synchronous_commit on).
+  Pushdown row (at {max(s.clients)} clients): the route filtered with `where: {{name: vip}}`,
+  which no written row matches, so the triggers' `WHEN` clause turns every write away (the
+  run checks the outbox stayed empty): what writes nobody listens to cost.
   Diagnostic row (at {max(s.clients)} clients): the same capture with the `pg_notify` wake-up
   removed from the capture function in the bench database, to show what the wake-up costs.
 - **P2**: wall time of one `INSERT ... SELECT ... FROM generate_series(1, {s.bulk_rows:,})`
@@ -288,6 +301,8 @@ class Bench:
         self.url = with_database(admin, dbname)
         self.conn: asyncpg.Connection | None = None
         self.config: Config | None = None
+        self.filtered_config: Config | None = None
+        self.filtered = False
         self.captured = False
         self.wakeup = True  # the capture function sends its wake-up NOTIFY
 
@@ -306,16 +321,18 @@ class Bench:
         self.conn = await asyncpg.connect(self.url)
         await self.db.execute(CREATE_TABLE)
 
-    async def set_capture(self, on: bool, *, wakeup: bool = True) -> None:
+    async def set_capture(self, on: bool, *, wakeup: bool = True,
+                          filtered: bool = False) -> None:
         """Install (``on``) or uninstall capture; ``wakeup=False`` installs it and then removes
-        the wake-up NOTIFY from the capture function (a diagnostic, see strip_wakeup)."""
-        assert self.config is not None
+        the wake-up NOTIFY from the capture function (a diagnostic, see strip_wakeup);
+        ``filtered`` installs the route filtered to rows no write matches (pushdown)."""
+        assert self.config is not None and self.filtered_config is not None
         if on:
             # install is idempotent and re-creates the capture function, so this also undoes
             # an earlier strip_wakeup.
-            if not self.captured or not self.wakeup:
-                await install(self.db, self.config)
-            self.captured, self.wakeup = True, True
+            if not self.captured or not self.wakeup or self.filtered != filtered:
+                await install(self.db, self.filtered_config if filtered else self.config)
+            self.captured, self.wakeup, self.filtered = True, True, filtered
             if not wakeup:
                 self.wakeup = not await self.strip_wakeup()
         elif self.captured:
@@ -488,10 +505,13 @@ class Pgbench:
 
 
 NO_WAKEUP = "capture-no-wakeup"  # diagnostic: capture with the trigger's NOTIFY removed
+FILTERED = "capture-filtered-out"  # pushdown: a route whose filter no write matches
+P1_FILTERED_TARGET = 0.95  # filtered-out writes cost at most 5 % (issue 4)
 
 
 async def prepare_variant(bench: Bench, report: Report, variant: str, what: str) -> None:
-    await bench.set_capture(variant != "none", wakeup=variant != NO_WAKEUP)
+    await bench.set_capture(variant != "none", wakeup=variant != NO_WAKEUP,
+                            filtered=variant == FILTERED)
     await bench.reset()
     await wait_until_quiet(report, what)
 
@@ -507,7 +527,8 @@ async def run_p1(bench: Bench, report: Report, pgbench: Pgbench) -> None:
         log(f"P1 warm-up: {s.warmup_seconds} s at {top} clients, discarded")
         await pgbench.tps(top, s.warmup_seconds)
     for clients in s.clients:
-        variants = ["none", "capture"] + ([NO_WAKEUP] if diagnose and clients == top else [])
+        variants = ["none", "capture"] + ([FILTERED] if clients == top else []) + (
+            [NO_WAKEUP] if diagnose and clients == top else [])
         runs: dict[str, list[float]] = {v: [] for v in variants}
         for rnd in range(s.rounds):
             # Alternate, and rotate the order each round so drift does not favour one variant.
@@ -517,7 +538,7 @@ async def run_p1(bench: Bench, report: Report, pgbench: Pgbench) -> None:
                                       f"P1 {clients} client(s) {variant} round {rnd + 1}")
                 tps = await pgbench.tps(clients, s.seconds)
                 if variant != "none":
-                    await check_outbox(bench, tps * s.seconds)
+                    await check_outbox(bench, tps * s.seconds, filtered=variant == FILTERED)
                 runs[variant].append(tps)
                 log(f"P1 {clients} client(s), round {rnd + 1}/{s.rounds}, {variant}: "
                     f"{tps:,.0f} tps")
@@ -530,6 +551,13 @@ async def run_p1(bench: Bench, report: Report, pgbench: Pgbench) -> None:
         report.add(Row(f"P1 single-row INSERT, {clients} {label} (tps, median)",
                        fmt_num(median["capture"]), fmt_num(median["none"]), fmt_ratio(r),
                        target))
+        if FILTERED in median:
+            rf = median[FILTERED] / median["none"]
+            report.add(Row(f"P1 pushdown, {clients} {label}: capture installed, route filtered "
+                           "to rows these writes never match (tps)", fmt_num(median[FILTERED]),
+                           fmt_num(median["none"]), fmt_ratio(rf),
+                           f"≥ {P1_FILTERED_TARGET} ("
+                           f"{'met' if rf >= P1_FILTERED_TARGET else 'missed'})"))
         if NO_WAKEUP in median:
             report.add(Row(f"P1 diagnostic, {clients} {label}: capture with the trigger's "
                            "wake-up NOTIFY removed (tps)", fmt_num(median[NO_WAKEUP]),
@@ -542,11 +570,13 @@ async def run_p1(bench: Bench, report: Report, pgbench: Pgbench) -> None:
         report.skipped.append("P1 diagnostic: the capture function sends no NOTIFY to remove")
 
 
-async def check_outbox(bench: Bench, expected_about: float) -> None:
-    """Sanity: capture really wrote one outbox row per inserted row."""
+async def check_outbox(bench: Bench, expected_about: float, filtered: bool = False) -> None:
+    """Sanity: capture really wrote one outbox row per inserted row (none when filtered)."""
     rows = await bench.db.fetchval(f"SELECT count(*) FROM {TABLE}")
     outbox = await bench.db.fetchval(f"SELECT count(*) FROM {quote_ident(SCHEMA)}.outbox")
-    if rows != outbox:
+    if filtered and outbox:
+        raise RuntimeError(f"filtered run: {outbox} outbox rows, expected none")
+    if not filtered and rows != outbox:
         raise RuntimeError(f"capture run: {rows} rows inserted but {outbox} in the outbox")
     if rows < 0.5 * expected_about:
         log(f"note: {rows} rows inserted, pgbench reported about {expected_about:.0f}")
@@ -778,6 +808,8 @@ async def main_async(args: argparse.Namespace) -> int:
     await bench.create()
     try:
         bench.config = connector_config(bench.url, redis_url, channel)
+        bench.filtered_config = connector_config(bench.url, redis_url, channel,
+                                                 where=FILTER_NONE_MATCH)
         report.machine = await machine_info(bench.db, redis_url)
         for key, value in report.machine.items():
             log(f"{key}: {value}")

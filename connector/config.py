@@ -14,12 +14,15 @@ import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 import yaml
 
 from connector import resources
+
+if TYPE_CHECKING:
+    from connector.filters import Filter
 
 OPERATIONS = ("insert", "update", "delete", "truncate")
 BUILTIN_FIELDS = frozenset({"schema", "table", "op"})
@@ -61,6 +64,18 @@ class Route:
     operations: frozenset[str]
     publisher: str
     channel: ChannelTemplate
+    where: Filter | None = None  # values not yet typed: connector.binding types them
+    transitions: bool = True
+    columns: tuple[str, ...] | None = None
+    ignore_columns: tuple[str, ...] = ()
+    split_key_change: bool = False
+    include_types: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Every change of the table's operations, whole: the router's fast path."""
+        return (self.where is None and self.columns is None and not self.ignore_columns
+                and not self.split_key_change and not self.include_types)
 
 
 @dataclass(frozen=True)
@@ -358,6 +373,7 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
     # An unset variable also fails the schema at its key; say it once.
     problems = env_problems + [p for p in schema_problems(data) if p.split(": ")[0] not in unset]
 
+    from connector.filters import parse_where  # avoid an import cycle (filters → sql → config)
     from connector.publishers.base import publisher_class  # avoid an import cycle
 
     raw_publishers = data.get("publishers") if isinstance(data.get("publishers"), dict) else {}
@@ -395,9 +411,21 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
                 channel = parse_template(raw["channel"])
             except ValueError as exc:
                 problems.append(f"{where}.channel: {exc}")
+        row_filter = None
+        if isinstance(raw.get("where"), dict):
+            row_filter, filter_problems = parse_where(raw["where"], f"{where}.where")
+            problems += filter_problems
+        if "columns" in raw and "ignore_columns" in raw:
+            problems.append(f"{where}: give columns or ignore_columns, not both")
         if table is not None and channel is not None and not problems:
-            routes.append(Route(i, table, frozenset(raw.get("operations", OPERATIONS)),
-                                raw["publisher"], channel))
+            columns = raw.get("columns")
+            routes.append(Route(
+                i, table, frozenset(raw.get("operations", OPERATIONS)), raw["publisher"],
+                channel, where=row_filter, transitions=raw.get("transitions", True),
+                columns=tuple(columns) if columns is not None else None,
+                ignore_columns=tuple(raw.get("ignore_columns", ())),
+                split_key_change=raw.get("split_key_change", False),
+                include_types=raw.get("include_types", False)))
 
     pg = data.get("postgres", {})
     if isinstance(pg, dict) and len(str(pg.get("schema", "pgconnector")).encode()) > 40:

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from connector import db
+from connector.binding import bind, table_info
 from connector.config import Config, coerce
 from connector.install import install
 from connector.publishers.base import (
@@ -55,7 +56,7 @@ class Connector:
         self.shutdown_timeout = shutdown_timeout
         self.state = "new"
         self.stats = Stats()
-        self.router = Router(self.config)
+        self.router = Router(self.config) if all(r.plain for r in self.config.routes) else None
         self.publishers: dict[str, Publisher] = {
             name: publisher_class(p.type)(name, p.options)
             for name, p in self.config.publishers.items()}
@@ -75,15 +76,19 @@ class Connector:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("connector already started")
-        if self.install:
-            conn = await db.connect(self.config.postgres)
-            try:
+        conn = await db.connect(self.config.postgres)
+        try:
+            if self.install:
                 report = await install(conn, self.config)
-            finally:
-                await conn.close()
-            log.info("installed", schema=self.config.postgres.schema, added=report.added,
-                     changed=report.changed, removed=report.removed,
-                     unchanged=len(report.unchanged))
+                log.info("installed", schema=self.config.postgres.schema, added=report.added,
+                         changed=report.changed, removed=report.removed,
+                         unchanged=len(report.unchanged))
+            # Filters compare typed values and column lists must exist: bind routes to the
+            # tables as they are now (a mistake is a config error, exit 2).
+            infos = await table_info(conn, self.config.tables)
+        finally:
+            await conn.close()
+        self.router = Router(self.config, bind(self.config, infos))
         await self.source.open()  # fail fast when the database is unreachable at start
         for p in self.publishers.values():
             try:
@@ -219,6 +224,7 @@ class Connector:
             batch = await self.source.next_batch()
             if batch is None:
                 return
+            assert self.router is not None  # set by start()
             messages = self.router.route(batch.events)
             try:
                 dead = await self.engine.deliver(messages)

@@ -13,11 +13,12 @@ from typing import Any
 
 import asyncpg
 
+from connector.binding import bind, table_info
 from connector.config import Config, ConfigError, TableName
-from connector.sql import Queries, qualified
+from connector.pushdown import RowTrigger, row_triggers
+from connector.sql import Queries, qualified, quote_ident
 
 CAPTURE_VERSION = 1
-_ROW_EVENTS = {"insert": "INSERT", "update": "UPDATE", "delete": "DELETE"}
 
 
 @dataclass
@@ -32,8 +33,9 @@ class InstallReport:
         return bool(self.added or self.changed or self.removed)
 
 
-def config_hash(operations: frozenset[str]) -> str:
-    blob = json.dumps({"capture": CAPTURE_VERSION, "operations": sorted(operations)})
+def config_hash(operations: frozenset[str], triggers: list[RowTrigger] | None = None) -> str:
+    blob = json.dumps({"capture": CAPTURE_VERSION, "operations": sorted(operations),
+                       "triggers": [[t.op, t.events, t.when] for t in triggers or []]})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -62,20 +64,21 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
     async with conn.transaction():
         await conn.execute(q.get("install_lock"))
         relids = await _check_tables(conn, config)
+        bound = bind(config, await table_info(conn, config.tables))
         await conn.execute(q.get("install"))
         current = {TableName(r["table_schema"], r["table_name"]): r
-                   for r in await conn.fetch(q.get("installed_tables"), q.row_trigger_name,
-                                             q.truncate_trigger_name)}
+                   for r in await conn.fetch(q.get("installed_tables"), q.trigger_names)}
         for table, ops in sorted(config.tables.items(), key=lambda kv: str(kv[0])):
-            digest = config_hash(ops)
+            triggers = row_triggers([b for b in bound if b.route.table == table], ops)
+            digest = config_hash(ops, triggers)
             have = current.get(table)
-            wanted_triggers = int(bool(ops & _ROW_EVENTS.keys())) + int("truncate" in ops)
+            wanted_triggers = len(triggers) + int("truncate" in ops)
             if (have is not None and have["config_hash"] == digest
                     and have["relid"] == relids[table]
                     and have["trigger_count"] == wanted_triggers):
                 report.unchanged.append(str(table))
                 continue
-            await _create_triggers(conn, q, table, ops)
+            await _create_triggers(conn, q, table, ops, triggers)
             await conn.execute(q.get("record_table"), table.schema, table.name, relids[table],
                                sorted(ops), digest)
             (report.changed if have is not None else report.added).append(str(table))
@@ -89,12 +92,12 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
 
 
 async def _create_triggers(conn: asyncpg.Connection, q: Queries, table: TableName,
-                           ops: frozenset[str]) -> None:
+                           ops: frozenset[str], triggers: list[RowTrigger]) -> None:
     target = qualified(table)
     await conn.execute(q.get("trigger_drop", table=target))
-    row_events = [kw for op, kw in _ROW_EVENTS.items() if op in ops]
-    if row_events:
-        await conn.execute(q.get("trigger_row", table=target, events=" OR ".join(row_events)))
+    for t in triggers:
+        await conn.execute(q.get("trigger_row", table=target, events=t.events, when=t.when,
+                                 row_trigger=quote_ident(q.op_trigger_names[t.op])))
     if "truncate" in ops:
         await conn.execute(q.get("trigger_truncate", table=target))
 
@@ -117,8 +120,7 @@ async def uninstall(conn: asyncpg.Connection, schema: str, force: bool = False) 
                 f"{backlog['pending']} captured change(s) are not delivered yet; start the "
                 "daemon to deliver them, or pass --force to discard them")
         released = []
-        for row in await conn.fetch(q.get("installed_tables"), q.row_trigger_name,
-                                    q.truncate_trigger_name):
+        for row in await conn.fetch(q.get("installed_tables"), q.trigger_names):
             table = TableName(row["table_schema"], row["table_name"])
             if row["table_exists"]:
                 await conn.execute(q.get("trigger_drop", table=qualified(table)))
@@ -139,8 +141,7 @@ async def status(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
          "operations": list(r["operations"]),
          "triggers_present": r["table_exists"] and r["trigger_count"] > 0,
          "installed_at": r["installed_at"].isoformat()}
-        for r in await conn.fetch(q.get("installed_tables"), q.row_trigger_name,
-                                  q.truncate_trigger_name)
+        for r in await conn.fetch(q.get("installed_tables"), q.trigger_names)
     ]
     backlog = await conn.fetchrow(q.get("backlog"))
     key = await conn.fetchval(q.get("consumer_key"), schema)

@@ -1,13 +1,24 @@
-"""Routing: pure, synchronous, no I/O. Events in, messages out, in event order."""
+"""Routing: pure, synchronous, no I/O. Events in, messages out, in event order.
+
+A plain route (no filter, no column selection, no key split, no types) passes the event's JSON
+text through untouched. The others read the rows with exact numbers (``Decimal``), decide, and
+write a new payload when it differs from the captured one.
+"""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
 from typing import Any
 
+import orjson
+
+from connector.binding import BoundRoute
 from connector.config import ChannelTemplate, Config, Route
 from connector.events import ChangeEvent, Message
+from connector.filters import evaluate
 
 # A truncate has no row: column placeholders of a per-row channel render as this.
 ALL_ROWS = "*"
@@ -22,15 +33,15 @@ def render_value(value: Any) -> str:
         return "false"
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return str(value)
-    import orjson
-
-    return orjson.dumps(value).decode()
+    return dumps(value).decode()
 
 
-def render_channel(template: ChannelTemplate, event: ChangeEvent) -> str:
-    row = event.row if template.columns else None
+def render_channel(template: ChannelTemplate, event: ChangeEvent,
+                   row: dict[str, Any] | None = None) -> str:
+    if template.columns and row is None:
+        row = event.row
     out = []
     for literal, name in template.parts:
         out.append(literal)
@@ -49,26 +60,133 @@ def render_channel(template: ChannelTemplate, event: ChangeEvent) -> str:
     return "".join(out)
 
 
+def exact(payload: bytes) -> dict[str, Any]:
+    """The event with numbers kept exact (``numeric`` may exceed a float)."""
+    data: dict[str, Any] = json.loads(payload, parse_float=Decimal)
+    return data
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_exact_number)
+
+
+def _exact_number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
 class Router:
-    def __init__(self, config: Config) -> None:
-        self._routes: dict[tuple[str, str], list[Route]] = defaultdict(list)
+    """Routes events to messages. Routes other than plain ones need binding to their tables
+    (connector.binding) first: their filters compare typed values."""
+
+    def __init__(self, config: Config, bound: Sequence[BoundRoute] = ()) -> None:
+        by_index = {b.route.index: b for b in bound}
+        self._routes: dict[tuple[str, str], list[tuple[Route, BoundRoute | None]]] = (
+            defaultdict(list))
         for route in config.routes:
-            self._routes[(route.table.schema, route.table.name)].append(route)
+            b = by_index.get(route.index)
+            if b is None and not route.plain:
+                raise ValueError(f"routes[{route.index}] needs binding to its table first")
+            self._routes[(route.table.schema, route.table.name)].append((route, b))
         # Channels without column fields are the same for every event of a (table, op):
-        # render them once per batch instead of once per event.
+        # render them once instead of once per event.
         self._static: dict[tuple[int, str], str] = {}
 
     def route(self, events: Iterable[ChangeEvent]) -> list[Message]:
-        messages = []
+        messages: list[Message] = []
         for event in events:
-            for route in self._routes.get((event.schema, event.table), ()):
+            for route, bound in self._routes.get((event.schema, event.table), ()):
                 if event.op not in route.operations:
                     continue
-                if route.channel.columns:
-                    channel = render_channel(route.channel, event)
+                if bound is None or route.plain:
+                    messages.append(Message(route.publisher, self._channel(route, event),
+                                            event.op, event.payload, event))
                 else:
-                    key = (route.index, event.op)
-                    channel = self._static.get(key) or self._static.setdefault(
-                        key, render_channel(route.channel, event))
-                messages.append(Message(route.publisher, channel, event.op, event.payload, event))
+                    messages += self._shaped(route, bound, event)
         return messages
+
+    def _channel(self, route: Route, event: ChangeEvent) -> str:
+        if route.channel.columns:
+            return render_channel(route.channel, event)
+        key = (route.index, event.op)
+        channel = self._static.get(key)
+        if channel is None:
+            channel = self._static[key] = render_channel(route.channel, event)
+        return channel
+
+    def _shaped(self, route: Route, b: BoundRoute, event: ChangeEvent) -> list[Message]:
+        """A filtered / projected / split route: zero, one or two messages for the event."""
+        data = exact(event.payload)
+        new, old = data.get("new"), data.get("old")
+        op = event.op
+        if b.where is not None and op != "truncate":
+            types = b.info.types
+            new_ok = isinstance(new, dict) and evaluate(b.where, new, types)
+            old_ok = isinstance(old, dict) and evaluate(b.where, old, types)
+            if (op == "insert" and not new_ok) or (op == "delete" and not old_ok):
+                return []
+            if op == "update":
+                if route.transitions:
+                    if old_ok and not new_ok:
+                        op = "delete"  # the row left the filtered set
+                    elif new_ok and not old_ok:
+                        op = "insert"  # the row entered it
+                    elif not new_ok:
+                        return []
+                elif not new_ok:
+                    return []
+        if op == "update" and b.watched is not None and isinstance(old, dict) and isinstance(
+                new, dict) and all(old.get(c) == new.get(c) for c in b.watched):
+            return []  # only columns nobody watches changed
+        if op == "update" and route.split_key_change and b.info.key and isinstance(
+                old, dict) and isinstance(new, dict) and any(
+                old.get(c) != new.get(c) for c in b.info.key):
+            return [self._message(route, b, event, data, "delete", suffix="/delete"),
+                    self._message(route, b, event, data, "insert", suffix="/insert")]
+        return [self._message(route, b, event, data, op)]
+
+    def _message(self, route: Route, b: BoundRoute, event: ChangeEvent, data: dict[str, Any],
+                 op: str, suffix: str = "") -> Message:
+        new, old = data.get("new"), data.get("old")
+        if op == "insert" and event.op == "update":
+            old = None
+        elif op == "delete" and event.op == "update":
+            new = None
+        if b.keep is not None:
+            new = {k: v for k, v in new.items() if k in b.keep} if isinstance(new, dict) else new
+            old = {k: v for k, v in old.items() if k in b.keep} if isinstance(old, dict) else old
+        out: dict[str, Any] = {"id": data["id"] + suffix, "op": op, "schema": data["schema"],
+                               "table": data["table"], "new": new, "old": old}
+        if op == "update" and isinstance(new, dict) and isinstance(old, dict):
+            out["changes"] = {k: {"old": old.get(k), "new": v} for k, v in new.items()
+                              if old.get(k) != v or k not in old}
+        for k, v in data.items():
+            if k not in out and k != "changes":
+                out[k] = v  # txid, commit_time, lsn …
+        if route.include_types:
+            out["columns"] = {c: b.info.declared[c] for c in b.info.columns
+                              if b.keep is None or c in b.keep}
+        channel = self._render(route.channel, event, op, old if op == "delete" else new)
+        payload = event.payload if out == data else dumps(out)
+        return Message(route.publisher, channel, op, payload, event)
+
+    @staticmethod
+    def _render(template: ChannelTemplate, event: ChangeEvent, op: str,
+                row: Any) -> str:
+        out = []
+        for literal, name in template.parts:
+            out.append(literal)
+            if name is None:
+                continue
+            if name == "schema":
+                out.append(event.schema)
+            elif name == "table":
+                out.append(event.table)
+            elif name == "op":
+                out.append(op)
+            elif not isinstance(row, dict):
+                out.append(ALL_ROWS)
+            else:
+                out.append(render_value(row.get(name)))
+        return "".join(out)

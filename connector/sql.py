@@ -2,7 +2,8 @@
 
 Placeholders are ``{name}`` for a fixed set of names; each is replaced by an identifier
 already quoted with :func:`quote_ident` (or a fixed keyword list built by the caller). Values
-are never substituted: they travel as bind parameters (``$1``…).
+travel as bind parameters (``$1``…), with one exception: a trigger's WHEN clause cannot take
+parameters, so connector/filters.py renders filter values there as escaped, typed literals.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import re
 from connector import resources
 from connector.config import TableName
 
-_PLACEHOLDER = re.compile(r"\{(schema|table|row_trigger|truncate_trigger|events)\}")
+_PLACEHOLDER = re.compile(
+    r"\{(schema|table|row_trigger|insert_trigger|update_trigger|delete_trigger|"
+    r"truncate_trigger|events|when)\}")
 
 
 def quote_ident(name: str) -> str:
@@ -45,9 +48,14 @@ class Queries:
     def __init__(self, schema: str) -> None:
         self.schema_name = schema
         self.schema = quote_ident(schema)
-        self.row_trigger_name = f"{schema}_capture_v1"
+        self.legacy_row_trigger_name = f"{schema}_capture_v1"  # before per-operation triggers
+        self.op_trigger_names = {op: f"{schema}_{op}_v1" for op in ("insert", "update", "delete")}
         self.truncate_trigger_name = f"{schema}_truncate_v1"
+        self.trigger_names = [*self.op_trigger_names.values(), self.truncate_trigger_name]
 
     def get(self, name: str, **idents: str) -> str:
-        return load(name, schema=self.schema, row_trigger=quote_ident(self.row_trigger_name),
-                    truncate_trigger=quote_ident(self.truncate_trigger_name), **idents)
+        names = {"schema": self.schema,
+                 "row_trigger": quote_ident(self.legacy_row_trigger_name),
+                 "truncate_trigger": quote_ident(self.truncate_trigger_name),
+                 **{f"{op}_trigger": quote_ident(n) for op, n in self.op_trigger_names.items()}}
+        return load(name, **{**names, **idents})

@@ -114,6 +114,7 @@ class RedisSubscriber:
         self.client = aioredis.Redis.from_url(url)
         self.pattern = pattern
         self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.raw: list[bytes] = []  # the payloads as published (exact numbers)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RedisSubscriber:
@@ -128,6 +129,7 @@ class RedisSubscriber:
     async def _listen(self) -> None:
         async for msg in self.pubsub.listen():
             if msg["type"] == "pmessage":
+                self.raw.append(msg["data"])
                 self.messages.append((msg["channel"].decode(), orjson.loads(msg["data"])))
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:

@@ -66,7 +66,8 @@ async def test_install_reconciles_a_changed_config(config: Path, pg: asyncpg.Con
     assert "changed: public.items" in result.stdout
     assert "removed: public.other" in result.stdout
     assert await triggers_on(pg, "public.other") == []
-    assert len(await triggers_on(pg, "public.items")) == 1  # no truncate trigger any more
+    assert sorted(await triggers_on(pg, "public.items")) == [  # no delete/truncate any more
+        "pgconnector_insert_v1", "pgconnector_update_v1"]
 
 
 async def test_status_shows_tables_backlog_and_no_consumer(

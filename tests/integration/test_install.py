@@ -34,9 +34,9 @@ async def test_install_is_idempotent_and_reconciles(
                            "operations": ["insert"]}])
     report = await install(pg, both)
     assert report.added == ["public.a", "public.b"]
-    assert await triggers(pg) == {("a", "pgconnector_capture_v1"),
-                                  ("a", "pgconnector_truncate_v1"),
-                                  ("b", "pgconnector_capture_v1")}
+    assert await triggers(pg) == {("a", "pgconnector_insert_v1"), ("a", "pgconnector_update_v1"),
+                                  ("a", "pgconnector_delete_v1"), ("a", "pgconnector_truncate_v1"),
+                                  ("b", "pgconnector_insert_v1")}
     again = await install(pg, both)
     assert not again.touched and again.unchanged == ["public.a", "public.b"]
 
@@ -44,23 +44,23 @@ async def test_install_is_idempotent_and_reconciles(
     only_a = cfg(database, [{"table": "a", "publisher": "cache", "channel": "x"}])
     report = await install(pg, only_a)
     assert report.removed == ["public.b"] and report.unchanged == ["public.a"]
-    assert await triggers(pg) == {("a", "pgconnector_capture_v1"),
-                                  ("a", "pgconnector_truncate_v1")}
+    assert await triggers(pg) == {("a", "pgconnector_insert_v1"), ("a", "pgconnector_update_v1"),
+                                  ("a", "pgconnector_delete_v1"), ("a", "pgconnector_truncate_v1")}
     assert await pg.fetchval("SELECT v FROM b WHERE id = 1") == "keep"
 
     # operations changed: triggers are rebuilt to match
     a_insert = cfg(database, [{"table": "a", "publisher": "cache", "channel": "x",
                                "operations": ["insert", "update"]}])
     assert (await install(pg, a_insert)).changed == ["public.a"]
-    assert await triggers(pg) == {("a", "pgconnector_capture_v1")}
-    tgtype = await pg.fetchval("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
-                               "WHERE tgname = 'pgconnector_capture_v1'")
-    assert "AFTER INSERT OR UPDATE ON public.a" in tgtype
+    assert await triggers(pg) == {("a", "pgconnector_insert_v1"), ("a", "pgconnector_update_v1")}
+    tgdef = await pg.fetchval("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
+                              "WHERE tgname = 'pgconnector_update_v1'")
+    assert "AFTER UPDATE ON public.a FOR EACH ROW EXECUTE" in tgdef
 
     # a trigger dropped by hand is put back
-    await pg.execute('DROP TRIGGER pgconnector_capture_v1 ON a')
+    await pg.execute('DROP TRIGGER pgconnector_update_v1 ON a')
     assert (await install(pg, a_insert)).changed == ["public.a"]
-    assert ("a", "pgconnector_capture_v1") in await triggers(pg)
+    assert ("a", "pgconnector_update_v1") in await triggers(pg)
 
 
 async def test_uninstall_removes_everything_and_keeps_user_data(

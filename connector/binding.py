@@ -1,0 +1,93 @@
+"""Routes bound to their tables: filters typed by the columns' PostgreSQL types, column lists
+checked, primary keys known. Done at ``install`` and ``start``; a mistake is a config error
+(exit 2) naming the route's key path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import asyncpg
+
+from connector.config import Config, ConfigError, Route, TableName
+from connector.filters import Filter, bind_types
+from connector.sql import load
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    columns: tuple[str, ...]
+    declared: Mapping[str, str]  # column → type as declared (format_type), for include_types
+    types: Mapping[str, str]  # column → type as filters compare it (domains → their base)
+    key: tuple[str, ...]  # primary key columns in key order; () when there is none
+    generated: frozenset[str] = frozenset()  # generated (computed) columns
+
+
+@dataclass(frozen=True)
+class BoundRoute:
+    route: Route
+    info: TableInfo
+    where: Filter | None  # typed
+    keep: frozenset[str] | None  # the columns published; None = all
+    watched: frozenset[str] | None  # an update changing none of these publishes nothing
+
+
+async def table_info(conn: asyncpg.Connection,
+                     tables: Iterable[TableName]) -> dict[TableName, TableInfo]:
+    wanted = sorted(set(tables), key=str)
+    rows = await conn.fetch(load("table_columns"), [t.schema for t in wanted],
+                            [t.name for t in wanted])
+    grouped: dict[TableName, list[asyncpg.Record]] = {}
+    for r in rows:
+        grouped.setdefault(TableName(r["schema_name"], r["table_name"]), []).append(r)
+    out = {}
+    for table, cols in grouped.items():
+        key = sorted((r for r in cols if r["key_position"] is not None),
+                     key=lambda r: r["key_position"])
+        out[table] = TableInfo(
+            columns=tuple(r["column_name"] for r in cols),
+            declared={r["column_name"]: r["type_name"] for r in cols},
+            types={r["column_name"]: filter_type(r["base_type"] or r["type_name"],
+                                                 bool(r["is_enum"])) for r in cols},
+            key=tuple(r["column_name"] for r in key),
+            generated=frozenset(r["column_name"] for r in cols if r["generated"]))
+    return out
+
+
+def filter_type(type_name: str, is_enum: bool) -> str:
+    """The type string connector.filters expects: enums marked ``enum:<name>``."""
+    return f"enum:{type_name}" if is_enum else type_name
+
+
+def bind(config: Config, infos: Mapping[TableName, TableInfo]) -> list[BoundRoute]:
+    problems: list[str] = []
+    bound = []
+    for route in config.routes:
+        info = infos.get(route.table)
+        if info is None:  # install reports a missing table; the source never sees its rows
+            continue
+        at = f"routes[{route.index}]"
+        known = set(info.columns)
+        for key, names in (("columns", route.columns or ()),
+                           ("ignore_columns", route.ignore_columns)):
+            for i, name in enumerate(names):
+                if name not in known:
+                    problems.append(f"{at}.{key}[{i}]: unknown column {name!r} in {route.table}")
+        where = None
+        if route.where is not None:
+            where, where_problems = bind_types(route.where, info.types, f"{at}.where",
+                                               table=str(route.table))
+            problems += where_problems
+        keep: frozenset[str] | None = None
+        watched: frozenset[str] | None = None
+        if route.columns is not None:
+            keep = frozenset(route.columns) | frozenset(info.key)
+            watched = keep
+        elif route.ignore_columns:
+            keep = frozenset(info.columns) - (frozenset(route.ignore_columns)
+                                              - frozenset(info.key))
+            watched = keep
+        bound.append(BoundRoute(route, info, where, keep, watched))
+    if problems:
+        raise ConfigError(problems)
+    return bound
