@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -799,6 +800,9 @@ async def redis_reachable(url: str) -> bool:
 
 async def main_async(args: argparse.Namespace) -> int:
     settings = Settings.for_mode(args.smoke)
+    if args.clients:
+        settings = dataclasses.replace(
+            settings, clients=tuple(int(c) for c in args.clients.split(",")))
     report = Report(settings)
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     bench = Bench(admin_url(), args.database)
@@ -824,9 +828,13 @@ async def main_async(args: argparse.Namespace) -> int:
                 script.write_text(PGBENCH_SCRIPT)
                 await run_p1(bench, report, Pgbench(pgbench_bin, bench.url, script))
 
-        await run_p2(bench, report)
-
-        if await redis_reachable(redis_url):
+        if args.only_p1:
+            report.skipped.append("P2 and latency: not run (--only-p1)")
+        else:
+            await run_p2(bench, report)
+        if args.only_p1:
+            pass
+        elif await redis_reachable(redis_url):
             await run_latency(bench, report, redis_url)
         else:
             report.skipped.append(f"Latency: Redis not reachable at {redact(redis_url)}")
@@ -859,6 +867,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "a file in the temp directory so the committed results stay)")
     parser.add_argument("--database", default="pgconnector_bench",
                         help="name of the database to create, use and drop")
+    parser.add_argument("--clients", default=None,
+                        help="P1 client counts, comma-separated (default 1,4,8)")
+    parser.add_argument("--only-p1", action="store_true",
+                        help="measure the writers' cost (P1) only")
     return parser.parse_args(argv)
 
 
