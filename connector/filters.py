@@ -87,7 +87,9 @@ json, jsonb, arrays, bytea, anything else     —                   is_null only
   ``null``, so the SQL tests both too.
 
 The SQL side relies on ``to_jsonb`` writing floats exactly (PostgreSQL ≥ 12 with the default
-``extra_float_digits = 1``; a session that lowers it writes rounded floats into events).
+``extra_float_digits = 1``; a writer's session that lowers it puts rounded floats into its
+events, which the trigger, comparing exact values, did not see). A numeric ``Infinity`` value
+needs PostgreSQL ≥ 14.
 """
 
 from __future__ import annotations

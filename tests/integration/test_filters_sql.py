@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connector.filters import (
+    Condition,
     Filter,
     bind_types,
     evaluate,
@@ -45,10 +46,18 @@ NAMES = [n for n in COLUMNS if n != "any"]  # `any` is reserved in the map form
 
 
 async def create_table(pg: asyncpg.Connection) -> dict[str, str]:
-    """The table; its column types as connector.binding passes them (enum:<name>)."""
+    """The table; its column types as connector.binding passes them (enum:<name>). Where the
+    server has ICU, the text columns get collations that a filter must ignore: a linguistic
+    one (a < B < b < é < Z) and a case-insensitive, nondeterministic one ('a' = 'A')."""
     labels = ", ".join("'" + label.replace("'", "''") + "'" for label in LABELS)
     await pg.execute(f"CREATE TYPE mood AS ENUM ({labels})")
-    cols = ", ".join(f"{quote_ident(n)} {t}" for n, t in COLUMNS.items())
+    collations = {}
+    if await pg.fetchval("SELECT count(*) FROM pg_collation WHERE collname = 'und-x-icu'"):
+        await pg.execute("CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', "
+                         "deterministic = false)")
+        collations = {TEXT: ' COLLATE "und-x-icu"', "c": ' COLLATE "und-x-icu"',
+                      "v": " COLLATE nocase"}
+    cols = ", ".join(f"{quote_ident(n)} {t}{collations.get(n, '')}" for n, t in COLUMNS.items())
     await pg.execute(f"CREATE TABLE t (id serial PRIMARY KEY, {cols})")
     await pg.execute("SET TimeZone = 'America/St_Johns'")
     rows = await pg.fetch("""
@@ -287,12 +296,19 @@ async def run(pg: asyncpg.Connection, types: dict[str, str], where: dict[str, An
     return [ok for ok, _ in await compare(pg, bound, types)]
 
 
+async def check_cases(pg: asyncpg.Connection, types: dict[str, str],
+                      rows: list[dict[str, str | None]],
+                      cases: list[tuple[dict[str, Any], list[bool]]]) -> None:
+    for where, expected in cases:
+        assert await run(pg, types, where, rows) == expected, where
+
+
 NAN_ROWS: list[dict[str, str | None]] = [
     {"n": "NaN", "d": "NaN", "f4": "NaN"}, {"n": "1", "d": "Infinity", "f4": "-Infinity"},
     {"n": "-0", "d": "-0", "f4": "-0"}, {"n": None, "d": None, "f4": None}]
 
 
-@pytest.mark.parametrize(("where", "expected"), [
+NAN_CASES: list[tuple[dict[str, Any], list[bool]]] = [
     ({"n": "NaN"}, [True, False, False, False]),
     ({"n": {"gt": "Infinity"}}, [True, False, False, False]),  # NaN sorts above everything
     ({"d": {"gte": "Infinity"}}, [True, True, False, False]),
@@ -301,11 +317,29 @@ NAN_ROWS: list[dict[str, str | None]] = [
     ({"f4": {"neq": 0}}, [True, True, False, False]),  # NULL is not "not equal"
     ({"n": {"not_in": ["NaN", 1]}}, [False, False, True, False]),
     ({"d": {"is_null": True}}, [False, False, False, True]),
-])
-async def test_nan_infinity_and_negative_zero(
-        pg: asyncpg.Connection, table: dict[str, str], where: dict[str, Any],
-        expected: list[bool]) -> None:
-    assert await run(pg, table, where, NAN_ROWS) == expected
+]
+
+
+async def test_nan_infinity_and_negative_zero(pg: asyncpg.Connection,
+                                              table: dict[str, str]) -> None:
+    await check_cases(pg, table, NAN_ROWS, NAN_CASES)
+
+
+REAL_ROWS: list[dict[str, str | None]] = [{"f4": "0.1"}, {"f4": "1e-45"},
+                                          {"f4": "3.4028235e38"}, {"f4": "16777217"}]
+REAL_CASES: list[tuple[dict[str, Any], list[bool]]] = [
+    # to_jsonb writes a real's shortest digits ("0.1"): read as a double they would differ
+    ({"f4": 0.1}, [True, False, False, False]),
+    ({"f4": {"gt": 0.1}}, [False, False, True, True]),
+    ({"f4": {"lte": "1.4e-45"}}, [False, True, False, False]),
+    ({"f4": "16777216"}, [False, False, False, True]),
+    ({"f4": {"in": ["3.4028235e38", "0.1"]}}, [True, False, True, False]),
+    ({"f4": {"gte": "3.4028234e38"}}, [False, False, True, False]),
+]
+
+
+async def test_real_is_single_precision(pg: asyncpg.Connection, table: dict[str, str]) -> None:
+    await check_cases(pg, table, REAL_ROWS, REAL_CASES)
 
 
 TIME_ROWS: list[dict[str, str | None]] = [
@@ -315,7 +349,7 @@ TIME_ROWS: list[dict[str, str | None]] = [
 ]
 
 
-@pytest.mark.parametrize(("where", "expected"), [
+TIME_CASES: list[tuple[dict[str, Any], list[bool]]] = [
     ({"tz": {"gt": "9999-12-31T23:59:59Z"}}, [True, False, False]),
     ({"tz": "2026-01-02T05:04:05+02:00"}, [False, True, False]),  # the same instant
     ({"tz": "2026-01-02 03:04:05"}, [False, True, False]),  # no offset: UTC
@@ -324,51 +358,61 @@ TIME_ROWS: list[dict[str, str | None]] = [
     ({"ts": "-infinity"}, [True, False, False]),
     ({"dt": {"gte": "infinity"}}, [True, False, False]),
     ({"dt": {"lt": "0001-01-01"}}, [False, False, True]),
-])
-async def test_infinite_and_ancient_timestamps(
-        pg: asyncpg.Connection, table: dict[str, str], where: dict[str, Any],
-        expected: list[bool]) -> None:
-    assert await run(pg, table, where, TIME_ROWS) == expected
+]
+
+
+async def test_infinite_and_ancient_timestamps(pg: asyncpg.Connection,
+                                               table: dict[str, str]) -> None:
+    await check_cases(pg, table, TIME_ROWS, TIME_CASES)
 
 
 CHAR_ROWS: list[dict[str, str | None]] = [{"c": "ab", "v": "ab"}, {"c": "ab   ", "v": "ab  "},
                                           {"c": "ab\t", "v": "ab\t"}, {"c": "", "v": ""}]
 
 
-@pytest.mark.parametrize(("where", "expected"), [
+CHAR_CASES: list[tuple[dict[str, Any], list[bool]]] = [
     ({"c": "ab"}, [True, True, False, False]),  # char(n): trailing blanks do not count
     ({"c": "ab  "}, [True, True, False, False]),
     ({"c": {"lt": "ab\t"}}, [True, True, False, True]),
     ({"c": {"eq": ""}}, [False, False, False, True]),
     ({"v": "ab"}, [True, False, False, False]),  # varchar: they do
     ({"v": {"gt": "ab"}}, [False, True, True, False]),
-])
-async def test_char_padding(pg: asyncpg.Connection, table: dict[str, str],
-                            where: dict[str, Any], expected: list[bool]) -> None:
-    assert await run(pg, table, where, CHAR_ROWS) == expected
+]
 
 
-async def test_char_padding_survives_to_jsonb(pg: asyncpg.Connection,
-                                              table: dict[str, str]) -> None:
-    await insert(pg, [{"c": "ab"}])
-    assert await pg.fetchval("SELECT to_jsonb(t) ->> 'c' FROM t") == "ab   "
+async def test_char_padding(pg: asyncpg.Connection, table: dict[str, str]) -> None:
+    await check_cases(pg, table, CHAR_ROWS, CHAR_CASES)
+    assert await pg.fetchval("SELECT to_jsonb(t) ->> 'c' FROM t ORDER BY id LIMIT 1") == "ab   "
 
 
 ORDER_ROWS: list[dict[str, str | None]] = [{TEXT: "a"}, {TEXT: "B"}, {TEXT: "é"}, {TEXT: "b"},
                                            {TEXT: "Z"}, {TEXT: "😀"}]
 
 
-@pytest.mark.parametrize(("where", "expected"), [
+ORDER_CASES: list[tuple[dict[str, Any], list[bool]]] = [
     ({TEXT: {"lt": "a"}}, [False, True, False, False, True, False]),  # byte order: B, Z < a
     ({TEXT: {"gt": "b"}}, [False, False, True, False, False, True]),  # é, 😀 > b
     ({TEXT: {"gte": "é", "lt": "😀"}}, [False, False, True, False, False, False]),
     ({TEXT: {"in": ["A", "b"]}}, [False, False, False, True, False, False]),  # case matters
-])
-async def test_text_compares_in_byte_order(
-        pg: asyncpg.Connection, table: dict[str, str], where: dict[str, Any],
-        expected: list[bool]) -> None:
-    # A linguistic collation would sort a < B < b < é < Z; the filter must not.
-    assert await run(pg, table, where, ORDER_ROWS) == expected
+]
+
+
+async def test_text_compares_in_byte_order(pg: asyncpg.Connection,
+                                           table: dict[str, str]) -> None:
+    # The column's linguistic collation sorts a < B < b < é < Z; a filter must not.
+    await check_cases(pg, table, ORDER_ROWS, ORDER_CASES)
+    ordered = [r[0] for r in await pg.fetch(f"SELECT {quote_ident(TEXT)} FROM t ORDER BY 1")]
+    if ordered == ["a", "B", "b", "é", "Z", "😀"]:  # (only with ICU: else nothing to prove)
+        assert await run(pg, table, {TEXT: {"lt": "b"}}, ORDER_ROWS) == [
+            False, True, False, False, True, False]
+
+
+async def test_case_insensitive_collations_do_not_leak_into_equality(
+        pg: asyncpg.Connection, table: dict[str, str]) -> None:
+    rows: list[dict[str, str | None]] = [{"v": "abc"}, {"v": "ABC"}, {"v": "abd"}]
+    assert await run(pg, table, {"v": "abc"}, rows) == [True, False, False]
+    assert await run(pg, table, {"v": {"in": ["ABC"]}}, rows) == [False, True, False]
+    assert await run(pg, table, {"v": {"gte": "abc"}}, rows) == [True, False, True]
 
 
 async def test_json_null_counts_as_null(pg: asyncpg.Connection, table: dict[str, str]) -> None:
@@ -442,3 +486,43 @@ async def test_to_jsonb_renders_each_type_as_evaluate_reads_it(
                                                        Decimal("0.1"))
     assert second["tz"] == "0001-12-31T20:29:08-03:30:52 BC"  # local mean time, with seconds
     assert second["ts"] == "2026-01-02T03:04:05.5"
+
+
+EDGE_VALUES = [
+    ("f4", "0.1"), ("f4", "16777217"), ("f4", "1e-45"), ("f4", "7.006492321624086e-46"),
+    ("f4", "7.006492321624085e-46"), ("f4", "3.4028235677973366e38"),
+    ("f4", "3.4028235677973367e38"), ("f4", "1.00000005960464477539062500000001"),
+    ("f4", "1.000000059604644775390625"), ("f4", "-Infinity"),
+    ("d", "2.4703282292062328e-324"), ("d", "2.4703282292062327e-324"), ("d", "1e-400"),
+    ("d", "1.7976931348623158e308"), ("d", "1.7976931348623159e308"), ("d", "NaN"),
+    ("n", "1e131071"), ("n", "1e131072"), ("n", "1e-16383"), ("n", "1e-16384"),
+    ("n", "-Infinity"), ("i", "-2147483648"), ("i", "2147483648"),
+    ("b", "-9223372036854775808"), ("b", "9223372036854775808"),
+    ("tz", "2026-01-02T03:04:05+15:59:59"), ("tz", "2026-01-02T03:04:05+16:00"),
+    ("tz", "0001-01-01T00:00:00+01:00"), ("ts", "2026-02-29T00:00:00"),
+    ("dt", "2024-02-29"), ("u", "{A0EEBC999C0B4EF8BB6D6BB9BD380A11}"),
+]
+
+
+async def test_values_bind_as_postgresql_reads_them(pg: asyncpg.Connection,
+                                                    table: dict[str, str]) -> None:
+    """A value bind_types accepts means what PostgreSQL reads from the same text (the literal
+    to_sql writes equals it); one it refuses, PostgreSQL refuses too."""
+    for column, text in EDGE_VALUES:
+        await check_edge_value(pg, table, column, text)
+
+
+async def check_edge_value(pg: asyncpg.Connection, table: dict[str, str], column: str,
+                           text: str) -> None:
+    as_read = f"$1::text::{'numeric' if column == 'n' else COLUMNS[column]}"  # no typmod
+    try:
+        expected = await pg.fetchval(f"SELECT ({as_read})::text", text)
+    except asyncpg.PostgresError:
+        expected = None
+    f, problems = bind_types(Filter((Condition(column, "eq", text),)), table, "where")
+    if expected is None:
+        assert f is None and problems, (column, text)
+        return
+    assert f is not None, (column, text, problems)
+    sql = to_sql(f, "r", table).replace(f"r.{quote_ident(column)}", as_read)
+    assert await pg.fetchval(f"SELECT {sql}", text) is True, (text, sql)

@@ -187,12 +187,13 @@ async def test_filters_that_do_not_fit_the_table_fail_install(
 TYPES = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN positive AS numeric(30,10) CHECK (VALUE > 0);
+CREATE DOMAIN small_positive AS positive CHECK (VALUE < 100);  -- a domain over a domain
 CREATE TABLE kinds (
     region text, seq int,
     tags text[], matrix int[][], doc jsonb, raw json,
     big numeric(40,20), ratio double precision,
     at_tz timestamptz, at_local timestamp, day date,
-    blob bytea, feeling mood, price positive, uid uuid,
+    blob bytea, feeling mood, price positive, uid uuid, fee small_positive,
     doubled int GENERATED ALWAYS AS (seq * 2) STORED,
     PRIMARY KEY (region, seq))"""
 
@@ -200,7 +201,7 @@ KIND_ROW = """INSERT INTO kinds VALUES (
     'eu', 1, '{a,"b c",NULL}', '{{1,2},{3,4}}', '{"k": [1, {"x": null}], "n": 1.50}',
     '{"keep":  "spacing"}', 12345678901234567890.12345678901234567890, 0.1,
     '2026-01-02 03:04:05.123456+02', '2026-01-02 03:04:05.5', '2026-01-02',
-    '\\x00ff10', 'happy', 3.1415926535, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11')"""
+    '\\x00ff10', 'happy', 3.1415926535, 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 2.5)"""
 
 
 @pytest.mark.parametrize("shaped", [False, True], ids=["plain", "filtered"])
@@ -214,6 +215,7 @@ async def test_every_type_publishes_faithfully(
                              "channel": channel_prefix + ":{region}:{seq}"}
     if shaped:
         route.update(where={"feeling": {"in": ["happy", "ok"]}, "big": {"gt": 1},
+                            "fee": {"lt": 3},
                             "uid": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"},
                      ignore_columns=["ratio"], include_types=True)
     async with subscriber, Connector(make_config(database, redis_url, [route])):

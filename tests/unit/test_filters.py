@@ -304,6 +304,14 @@ def test_every_typing_problem_is_reported() -> None:
     assert len(bind_problems({"id": "x", "name": 1, "ok": {"lt": 1}, "zz": 1})) == 4
 
 
+def test_binding_a_bound_filter_changes_nothing() -> None:
+    f = bound({"id": "5", "amount": "1.5", "ratio": "0.1", "weight": "0.1", "tag": "ab ",
+               "ok": "true", "uid": "{A0EEBC999C0B4EF8BB6D6BB9BD380A11}", "day": "2026-01-02",
+               "at": "2026-01-02T03:04:05+05:30", "local": "2026-01-02 03:04",
+               "feeling": {"in": ["ok"]}, "doc": {"is_null": True}, "any": [{"at": "infinity"}]})
+    assert bind_types(f, TYPES, P) == (f, [])
+
+
 def test_bind_checks_hand_built_filters() -> None:
     f = Filter((Condition("id", "in", ()), Condition("id", "like", "x"),
                 Condition("id", "is_null", "yes")))
