@@ -39,8 +39,10 @@ def render_value(value: Any) -> str:
 
 
 def render_channel(template: ChannelTemplate, event: ChangeEvent,
-                   row: dict[str, Any] | None = None) -> str:
-    if template.columns and row is None:
+                   row: Any = None, op: str | None = None) -> str:
+    """The template for ``event``: ``row`` (default: the event's) fills column fields and
+    ``op`` (default: the event's) the ``{op}`` field, for a route that reshapes the event."""
+    if template.columns and row is None and op is None:
         row = event.row
     out = []
     for literal, name in template.parts:
@@ -52,8 +54,8 @@ def render_channel(template: ChannelTemplate, event: ChangeEvent,
         elif name == "table":
             out.append(event.table)
         elif name == "op":
-            out.append(event.op)
-        elif row is None:
+            out.append(op or event.op)
+        elif not isinstance(row, dict):
             out.append(ALL_ROWS)
         else:
             out.append(render_value(row.get(name)))
@@ -167,26 +169,6 @@ class Router:
         if route.include_types:
             out["columns"] = {c: b.info.declared[c] for c in b.info.columns
                               if b.keep is None or c in b.keep}
-        channel = self._render(route.channel, event, op, old if op == "delete" else new)
+        channel = render_channel(route.channel, event, old if op == "delete" else new, op)
         payload = event.payload if out == data else dumps(out)
         return Message(route.publisher, channel, op, payload, event)
-
-    @staticmethod
-    def _render(template: ChannelTemplate, event: ChangeEvent, op: str,
-                row: Any) -> str:
-        out = []
-        for literal, name in template.parts:
-            out.append(literal)
-            if name is None:
-                continue
-            if name == "schema":
-                out.append(event.schema)
-            elif name == "table":
-                out.append(event.table)
-            elif name == "op":
-                out.append(op)
-            elif not isinstance(row, dict):
-                out.append(ALL_ROWS)
-            else:
-                out.append(render_value(row.get(name)))
-        return "".join(out)
