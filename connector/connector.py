@@ -246,7 +246,7 @@ class Connector:
                 stalled_since, pause = None, 0.0
             for d in dead:
                 log.error("dead_lettered", publisher=d.message.publisher,
-                          channel=d.message.channel, event_id=d.message.event.id, error=d.error)
+                          channel=d.message.channel, event_id=d.message.message_id, error=d.error)
             self.stats.batches += 1
             self.stats.events += len(batch.events)
             self.stats.messages += len(messages)

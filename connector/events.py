@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -19,7 +21,9 @@ class ChangeEvent:
     op: str
     payload: bytes
     key: tuple[str, ...] = ()  # primary key columns of the table (empty: it has none)
+    event_id: str | None = None  # the payload's "id", when the source knows it unparsed
     _parsed: dict[str, Any] | None = field(default=None, repr=False)
+    _exact: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -28,8 +32,16 @@ class ChangeEvent:
         return self._parsed
 
     @property
+    def exact(self) -> dict[str, Any]:
+        """The event with numbers kept exact (``numeric`` may exceed a float), parsed once
+        however many routes reshape it."""
+        if self._exact is None:
+            self._exact = json.loads(self.payload, parse_float=Decimal)
+        return self._exact
+
+    @property
     def id(self) -> str:
-        return str(self.data["id"])
+        return self.event_id if self.event_id is not None else str(self.data["id"])
 
     @property
     def row(self) -> dict[str, Any] | None:
@@ -48,3 +60,8 @@ class Message:
     name: str
     payload: bytes
     event: ChangeEvent
+    id: str = ""  # the payload's "id" when it differs from the event's (a split key change)
+
+    @property
+    def message_id(self) -> str:
+        return self.id or self.event.id

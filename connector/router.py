@@ -7,7 +7,6 @@ write a new payload when it differs from the captured one.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
@@ -62,12 +61,6 @@ def render_channel(template: ChannelTemplate, event: ChangeEvent,
     return "".join(out)
 
 
-def exact(payload: bytes) -> dict[str, Any]:
-    """The event with numbers kept exact (``numeric`` may exceed a float)."""
-    data: dict[str, Any] = json.loads(payload, parse_float=Decimal)
-    return data
-
-
 def dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_exact_number)
 
@@ -119,7 +112,7 @@ class Router:
 
     def _shaped(self, route: Route, b: BoundRoute, event: ChangeEvent) -> list[Message]:
         """A filtered / projected / split route: zero, one or two messages for the event."""
-        data = exact(event.payload)
+        data = event.exact
         new, old = data.get("new"), data.get("old")
         op = event.op
         if b.where is not None and op != "truncate":
@@ -171,4 +164,4 @@ class Router:
                               if b.keep is None or c in b.keep}
         channel = render_channel(route.channel, event, old if op == "delete" else new, op)
         payload = event.payload if out == data else dumps(out)
-        return Message(route.publisher, channel, op, payload, event)
+        return Message(route.publisher, channel, op, payload, event, out["id"])

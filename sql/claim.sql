@@ -32,7 +32,7 @@ named AS (
 -- The JSON text is concatenated rather than json_build_object'ed: same escaping (to_json),
 -- no " : " padding around the envelope's keys, and the key order of DESIGN.md §5 (the rows
 -- keep jsonb's own text form, with a space after ':' and ',').
-SELECT id, schema_name, table_name, op_name AS op,
+SELECT id, schema_name, table_name, op_name AS op, txid::text || '-' || id::text AS event_id,
        '{"id":"' || txid::text || '-' || id::text
        || '","op":"' || op_name
        || '","schema":' || to_json(schema_name)::text

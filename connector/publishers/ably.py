@@ -236,7 +236,7 @@ class AblyPublisher(Publisher):
                     f"ably: event of {len(m.payload)} bytes is over max_message_size "
                     f"({self.max_message_size}); oversize policy {self.oversize}")
                 return None
-        return _Unit([index], event.id, name, data, size)
+        return _Unit([index], m.message_id, name, data, size)
 
     def _pack(self, units: list[_Unit]) -> list[_Unit]:
         """Consecutive events of one channel as JSON arrays, bounded by count and bytes."""

@@ -157,7 +157,8 @@ class TriggerSource(Source):
             raise
         events = [ChangeEvent(r["id"], r["schema_name"], r["table_name"], r["op"],
                               r["payload"].encode(),
-                              keys.get((r["schema_name"], r["table_name"]), ()))
+                              keys.get((r["schema_name"], r["table_name"]), ()),
+                              r["event_id"])
                   for r in rows]
         return Batch(events, tx)
 
@@ -178,7 +179,7 @@ class TriggerSource(Source):
         try:
             if dead_letters:
                 await self.conn.executemany(self.q.get("dead_letter"), [
-                    (d.message.event.id, d.message.event.schema, d.message.event.table,
+                    (d.message.message_id, d.message.event.schema, d.message.event.table,
                      d.message.event.op, d.message.publisher, d.message.channel,
                      d.message.payload.decode(), d.error, d.attempts)
                     for d in dead_letters])

@@ -132,3 +132,13 @@ def test_bucket_spaces_messages_at_the_rate() -> None:
     assert bucket.reserve(2) == 0.0
     assert bucket.reserve(1) == pytest.approx(0.1, abs=0.02)
     assert bucket.reserve(2) == pytest.approx(0.3, abs=0.02)
+
+
+def test_the_two_messages_of_a_split_key_change_keep_their_own_ids() -> None:
+    """One event, published as a delete and an insert on one channel: Ably must not take the
+    second for a re-send of the first."""
+    m = message(1)
+    gone = Message(m.publisher, "c", "delete", m.payload, m.event, "7-1/delete")
+    came = Message(m.publisher, "c", "insert", m.payload, m.event, "7-1/insert")
+    queues, _ = plan(publisher(channel_rate=1), [gone, came])  # burst 1: published alone
+    assert [g.wire()[0]["id"] for g in queues["c"]] == ["7-1/delete", "7-1/insert"]
