@@ -756,6 +756,18 @@ _PG_DATE = re.compile(r"(\d{4,})-(\d\d)-(\d\d)( BC)?")
 _INFINITY = {"-infinity": (0, 0), "infinity": (2, 0)}
 
 
+def _pg_text(v: Any, pattern: re.Pattern[str]) -> re.Match[str] | tuple[int, int]:
+    """to_jsonb's text of a date or timestamp: its match, or the sort key of ±infinity."""
+    if not isinstance(v, str):
+        raise _NotOfType
+    if v in _INFINITY:
+        return _INFINITY[v]
+    m = pattern.fullmatch(v)
+    if m is None:
+        raise _NotOfType
+    return m
+
+
 def _year(digits: str, bc: str | None) -> int:
     return 1 - int(digits) if bc else int(digits)
 
@@ -769,13 +781,9 @@ def _timestamp_key(v: Any) -> tuple[int, int]:
         if offset is not None:
             us -= (offset.days * 86400 + offset.seconds) * 1_000_000 + offset.microseconds
         return 1, us
-    if not isinstance(v, str):
-        raise _NotOfType
-    if v in _INFINITY:
-        return _INFINITY[v]
-    m = _PG_TIMESTAMP.fullmatch(v)
-    if m is None:
-        raise _NotOfType
+    m = _pg_text(v, _PG_TIMESTAMP)
+    if isinstance(m, tuple):
+        return m
     y, mo, d, h, mi, s, frac, sign, oh, om, os_, bc = m.groups()
     seconds = (_days_from_civil(_year(y, bc), int(mo), int(d)) * 86400 + int(h) * 3600
                + int(mi) * 60 + int(s))
@@ -788,13 +796,9 @@ def _timestamp_key(v: Any) -> tuple[int, int]:
 def _date_key(v: Any) -> tuple[int, int]:
     if isinstance(v, date):  # a bound value
         return 1, _days_from_civil(v.year, v.month, v.day)
-    if not isinstance(v, str):
-        raise _NotOfType
-    if v in _INFINITY:
-        return _INFINITY[v]
-    m = _PG_DATE.fullmatch(v)
-    if m is None:
-        raise _NotOfType
+    m = _pg_text(v, _PG_DATE)
+    if isinstance(m, tuple):
+        return m
     y, mo, d, bc = m.groups()
     return 1, _days_from_civil(_year(y, bc), int(mo), int(d))
 
