@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
@@ -243,21 +243,19 @@ class Daemon:
         await self.proc.wait()
 
 
-class StuckRedis:
-    """A fake Redis on 127.0.0.1 that answers the connection handshake (PING, CLIENT, ...)
-    but never answers PUBLISH: a publish stays in flight for as long as the test wants."""
+class LoopbackServer:
+    """A fake server on 127.0.0.1 (a free port) for the duration of an ``async with``;
+    subclasses speak just enough of a protocol in ``_serve``."""
 
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None
-        self.publishes = 0
 
     @property
-    def url(self) -> str:
+    def port(self) -> int:
         assert self.server is not None
-        port = self.server.sockets[0].getsockname()[1]
-        return f"redis://127.0.0.1:{port}/0"
+        return int(self.server.sockets[0].getsockname()[1])
 
-    async def __aenter__(self) -> StuckRedis:
+    async def __aenter__(self) -> Self:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self
 
@@ -266,6 +264,22 @@ class StuckRedis:
         self.server.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class StuckRedis(LoopbackServer):
+    """A fake Redis that answers the connection handshake (PING, CLIENT, ...) but never
+    answers PUBLISH: a publish stays in flight for as long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.publishes = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

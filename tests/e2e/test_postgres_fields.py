@@ -4,7 +4,6 @@ override the DSN's parts as libpq does, and a refusal is one line without the pa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +14,13 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import pytest
 
-from tests.e2e.support import make_config, run, schema_exists, write_config
+from tests.e2e.support import (
+    LoopbackServer,
+    make_config,
+    run,
+    schema_exists,
+    write_config,
+)
 
 EXIT_RUNTIME = 1
 # '@', '/', ':' and '%' would each need URL-encoding in a DSN; as a field they need nothing.
@@ -94,28 +99,13 @@ async def test_unreachable_server_is_one_line_without_the_password(
     assert "password" not in result.stderr.lower()
 
 
-class PasswordRefusingServer:
+class PasswordRefusingServer(LoopbackServer):
     """Speaks just enough of the PostgreSQL protocol to ask for a cleartext password, keep
     it, and refuse it with SQLSTATE 28P01 (the test server trusts everyone, so it cannot)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.passwords: list[str] = []
-        self.server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def __aenter__(self) -> PasswordRefusingServer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.server.wait_closed(), 2)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
