@@ -866,20 +866,30 @@ def _sql_value(t: _Type, value: Any) -> str:
     return f"{_literal(text)}::{t.sql}"
 
 
-def to_sql(f: Filter, ref: str, types: Mapping[str, str]) -> str:
+def to_sql(f: Filter, ref: str, types: Mapping[str, str], *, null_is_false: bool = False,
+           ) -> str:
     """A SQL boolean expression over the row ``ref`` (``NEW``, ``OLD`` or a table alias) that
-    is true exactly when :func:`evaluate` is, and false otherwise (never NULL)."""
+    is true exactly when :func:`evaluate` is, and false otherwise (never NULL).
+
+    ``null_is_false=True`` drops the ``coalesce(…, false)`` around each comparison, so the
+    expression may be NULL where evaluate() is false: use it only where NULL counts as false
+    (a trigger's WHEN, a WHERE clause, under AND/OR but never under NOT). That is exact because
+    the expression has no NOT over a comparison: with AND and OR only, a NULL leaf read as
+    false gives the same final truth as a NULL result read as false. It is also cheaper: a
+    trigger's WHEN is rebuilt from its stored tree for every statement."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", ref):
         raise ValueError(f"ref must be a plain name such as NEW or OLD, got {ref!r}")
-    parts = [_condition_sql(c, ref, types) for c in f.conditions]
+    parts = [_condition_sql(c, ref, types, null_is_false) for c in f.conditions]
     if f.any_of:
-        alternatives = [to_sql(sub, ref, types) for sub in f.any_of]
+        alternatives = [to_sql(sub, ref, types, null_is_false=null_is_false)
+                        for sub in f.any_of]
         parts.append(alternatives[0] if len(alternatives) == 1 and not parts
                      else "(" + " OR ".join(f"({a})" for a in alternatives) + ")")
     return " AND ".join(parts) if parts else "true"
 
 
-def _condition_sql(c: Condition, ref: str, types: Mapping[str, str]) -> str:
+def _condition_sql(c: Condition, ref: str, types: Mapping[str, str], null_is_false: bool,
+                   ) -> str:
     if c.column not in types:
         raise ValueError(f"column {c.column!r} has no type (bind the filter first)")
     t = _type(types[c.column])
@@ -913,7 +923,8 @@ def _condition_sql(c: Condition, ref: str, types: Mapping[str, str]) -> str:
         test = f"{col} {_SQL_OPS[c.op]} {_sql_value(t, c.value)}"
     else:
         raise ValueError(f"unknown operator {c.op!r}")
-    return f"coalesce({test}, false)"  # NULL column: false, as in evaluate()
+    # NULL column: false, as in evaluate()
+    return test if null_is_false else f"coalesce({test}, false)"
 
 
 # --------------------------------------------------------------------------- compact syntax

@@ -48,10 +48,15 @@ def _condition(b: BoundRoute, op: str) -> str | None:
     """SQL that is true exactly when route ``b`` publishes something for this row change;
     None when it publishes every change of ``op``."""
     types = b.info.types
+
+    def matches(ref: str) -> str:  # may be NULL for "no": only under AND/OR, never NOT or <>
+        assert b.where is not None
+        return to_sql(b.where, ref, types, null_is_false=True)
+
     if op == "insert":
-        return None if b.where is None else to_sql(b.where, "NEW", types)
+        return None if b.where is None else matches("NEW")
     if op == "delete":
-        return None if b.where is None else to_sql(b.where, "OLD", types)
+        return None if b.where is None else matches("OLD")
     changed = None
     if b.watched is not None:
         cols = sorted(b.watched)
@@ -60,12 +65,14 @@ def _condition(b: BoundRoute, op: str) -> str | None:
         changed = f"ROW({old}) IS DISTINCT FROM ROW({new})"
     if b.where is None:
         return changed
-    old_ok, new_ok = to_sql(b.where, "OLD", types), to_sql(b.where, "NEW", types)
     if not b.route.transitions:
-        return new_ok if changed is None else f"({new_ok}) AND {changed}"
-    # leaving or entering the filtered set, or an update inside it (of a watched column)
-    inside = f"({old_ok}) AND ({new_ok})" + ("" if changed is None else f" AND {changed}")
-    return f"(({old_ok}) <> ({new_ok})) OR ({inside})"
+        return matches("NEW") if changed is None else f"({matches('NEW')}) AND {changed}"
+    # leaving or entering the filtered set (<> needs both sides exactly true or false), or an
+    # update inside it (of a watched column)
+    inside = f"({matches('OLD')}) AND ({matches('NEW')})" + (
+        "" if changed is None else f" AND {changed}")
+    crossing = f"({to_sql(b.where, 'OLD', types)}) <> ({to_sql(b.where, 'NEW', types)})"
+    return f"({crossing}) OR ({inside})"
 
 
 def _update_columns(routes: Sequence[BoundRoute]) -> frozenset[str] | None:

@@ -72,13 +72,16 @@ async def compare(pg: asyncpg.Connection, f: Filter, types: dict[str, str],
     """(PostgreSQL's answer, the row as to_jsonb renders it) for every row of t, after
     checking that evaluate() gives the same answer."""
     sql = to_sql(f, "r", types)
-    got = await pg.fetch(f"SELECT to_jsonb(r)::text AS row, ({sql}) AS ok FROM t AS r "
-                         "ORDER BY id")
+    # the trigger's form: NULL may stand for false (pushdown.py uses it in WHEN clauses)
+    when = to_sql(f, "r", types, null_is_false=True)
+    got = await pg.fetch(f"SELECT to_jsonb(r)::text AS row, ({sql}) AS ok, "
+                         f"({when}) IS TRUE AS when_ok FROM t AS r ORDER BY id")
     out = []
     for record in got:
         row = json.loads(record["row"], parse_float=Decimal)
         assert record["ok"] is not None, sql
         assert evaluate(f, row, types) is record["ok"], (sql, row)
+        assert record["when_ok"] is record["ok"], (when, row)
         out.append((record["ok"], row))
     return out
 
@@ -440,8 +443,9 @@ async def test_a_trigger_when_clause_decides_like_evaluate(
     await pg.execute("CREATE TABLE seen (id int)")
     await pg.execute("CREATE FUNCTION log_row() RETURNS trigger LANGUAGE plpgsql AS "
                      "$$BEGIN INSERT INTO seen VALUES (NEW.id); RETURN NULL; END$$")
+    when = to_sql(f, "NEW", table, null_is_false=True)
     await pg.execute(f"CREATE TRIGGER pick AFTER INSERT ON t FOR EACH ROW "
-                     f"WHEN ({to_sql(f, 'NEW', table)}) EXECUTE FUNCTION log_row()")
+                     f"WHEN ({when}) EXECUTE FUNCTION log_row()")
     await pg.execute("SET standard_conforming_strings = off")  # the literals do not care
     await insert(pg, [
         {"i": "10", TEXT: "x", "tz": "2025-12-31 23:00:00+01"},
