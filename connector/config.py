@@ -79,10 +79,21 @@ class Route:
 
 
 @dataclass(frozen=True)
+class RetryConfig:
+    """How long a message that cannot be delivered for now is retried (publishers.X.retry)."""
+
+    max_attempts: int | None = None  # None: no limit
+    max_age: float | None = None  # seconds since the first failed attempt; None: no limit
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+
+
+@dataclass(frozen=True)
 class PublisherConfig:
     name: str
     type: str
-    options: Mapping[str, Any]
+    options: Mapping[str, Any]  # the adapter's own options (without type and retry)
+    retry: RetryConfig = field(default_factory=RetryConfig)
 
 
 @dataclass(frozen=True)
@@ -115,12 +126,22 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """The health and metrics HTTP server (connector/server.py)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9187  # 0: any free port (tests)
+
+
+@dataclass(frozen=True)
 class Config:
     publishers: Mapping[str, PublisherConfig]
     routes: tuple[Route, ...]
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    server: ServerConfig | None = None  # None: no `server:` section, no server
     source: str = "<dict>"
 
     @property
@@ -381,14 +402,18 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
     for name, raw in raw_publishers.items():
         if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
             continue
-        options = {k: v for k, v in raw.items() if k != "type"}
+        options = {k: v for k, v in raw.items() if k not in ("type", "retry")}
         try:
             cls = publisher_class(raw["type"])
         except LookupError as exc:
             problems.append(f"{_join('publishers', name)}.type: {exc.args[0]}")
             continue
         problems += [_join("publishers", name) + p for p in cls.check_options(options)]
-        publishers[name] = PublisherConfig(name, raw["type"], options)
+        raw_retry = raw.get("retry")
+        # (an unknown or mistyped key is a schema problem already reported)
+        retry = {k: v for k, v in raw_retry.items() if k in RetryConfig.__dataclass_fields__
+                 } if isinstance(raw_retry, dict) else {}
+        publishers[name] = PublisherConfig(name, raw["type"], options, RetryConfig(**retry))
 
     routes: list[Route] = []
     raw_routes = data.get("routes") if isinstance(data.get("routes"), list) else []
@@ -433,12 +458,14 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
     if problems:
         raise ConfigError(problems)
     log = data.get("logging", {})
+    server = data.get("server")
     return Config(
         publishers=publishers,
         routes=tuple(routes),
         postgres=PostgresConfig(**pg),
         capture=CaptureConfig(**data.get("capture", {})),
         logging=LoggingConfig(**log),
+        server=ServerConfig(**server) if server is not None else None,
         source=source,
     )
 

@@ -19,9 +19,11 @@ from connector import db
 from connector.binding import bind, table_info
 from connector.config import Config, coerce
 from connector.install import install
+from connector.parking import Drainer
 from connector.publishers.base import (
     DeliveryEngine,
-    DeliveryStalled,
+    Outcome,
+    Parked,
     Publisher,
     PublishError,
     publisher_class,
@@ -41,6 +43,7 @@ class Stats:
     messages: int = 0
     batches: int = 0
     dead_letters: int = 0
+    parked: int = 0
     reconnects: int = 0
 
 
@@ -60,7 +63,10 @@ class Connector:
         self.publishers: dict[str, Publisher] = {
             name: publisher_class(p.type)(name, p.options)
             for name, p in self.config.publishers.items()}
-        self.engine = DeliveryEngine(self.publishers)
+        self.engine = DeliveryEngine(
+            self.publishers, limits={n: p.retry for n, p in self.config.publishers.items()})
+        # Publishers whose messages are parked (connector/parking.py), each with its drain.
+        self._parked: dict[str, Drainer] = {}
         # A publisher that packs several changes per message (Ably) asks the source to let a
         # trickle gather for a moment before claiming.
         linger = max([self.config.capture.linger, *(p.linger for p in self.publishers.values())])
@@ -124,6 +130,7 @@ class Connector:
             await self._close()
 
     async def _close(self) -> None:
+        await self._stop_drains()
         await self.source.close()
         for p in self.publishers.values():
             await p.close()
@@ -186,12 +193,16 @@ class Connector:
                 await self.source.acquire(on_standby=self._on_standby)
                 if self._stopping:
                     break
+                # Messages parked before (by this or another instance) go first.
+                for name in await self.source.parked_among(sorted(self.publishers)):
+                    self._park(name)
                 self.state = "active"
                 self._ready.set()
                 log.info("consumer_active", schema=self.config.postgres.schema)
                 backoff = 0.0
                 await self._consume()
             except SourceDisconnected as exc:
+                await self._stop_drains()  # they publish only for the active instance
                 self.state = "reconnecting"
                 self.stats.reconnects += 1
                 backoff = min(max(backoff * 2, 0.5), MAX_RECONNECT_BACKOFF)
@@ -218,40 +229,72 @@ class Connector:
                  active=None if holder is None else holder.get("application_name"))
 
     async def _consume(self) -> None:
-        stalled_since: str | None = None
-        pause = 0.0
         while not self._stopping:
             batch = await self.source.next_batch()
             if batch is None:
                 return
-            assert self.router is not None  # set by start()
-            messages = self.router.route(batch.events)
-            try:
-                dead = await self.engine.deliver(messages)
-            except DeliveryStalled as exc:
-                await self.source.nack(batch)
-                pause = max(min(max(pause * 2, 0.5), MAX_RECONNECT_BACKOFF), exc.retry_after)
-                if stalled_since != exc.publisher:
-                    log.warning("publisher_unavailable", publisher=exc.publisher,
-                                error=str(exc.error), detail="batch kept in the outbox; retrying")
-                    stalled_since = exc.publisher
-                await self._pause(pause)
+            if not batch.events:  # idle, between transactions: look after the parked
+                await self._unpark_drained()
+                for name in await self.source.parked_among(  # re-queued dead letters?
+                        sorted(set(self.publishers) - set(self._parked))):
+                    self._park(name)
                 continue
+            try:
+                await self._unpark_drained()
+                assert self.router is not None  # set by start()
+                messages = self.router.route(batch.events)
+                # A parked publisher's messages queue behind what it already has waiting.
+                waiting = [Parked(m, None, 0) for m in messages if m.publisher in self._parked]
+                direct = [m for m in messages if m.publisher not in self._parked]
+                outcome = await self.engine.deliver(direct) if direct else Outcome()
+                await self.source.ack(batch, outcome.dead, waiting + outcome.parked)
             except BaseException:
                 await self.source.nack(batch)
                 raise
-            await self.source.ack(batch, dead)
-            if stalled_since is not None:
-                log.info("publisher_recovered", publisher=stalled_since)
-                stalled_since, pause = None, 0.0
-            for d in dead:
+            for name, error in outcome.stalled.items():
+                log.warning("publisher_unavailable", publisher=name, error=str(error),
+                            detail="its messages wait in the database; retrying")
+                self._park(name, error)
+            for name in {p.message.publisher for p in waiting}:
+                self._parked[name].wake()
+            for d in outcome.dead:
                 log.error("dead_lettered", publisher=d.message.publisher,
                           channel=d.message.channel, event_id=d.message.message_id, error=d.error)
             self.stats.batches += 1
             self.stats.events += len(batch.events)
             self.stats.messages += len(messages)
-            self.stats.dead_letters += len(dead)
+            self.stats.dead_letters += len(outcome.dead)
+            self.stats.parked += len(waiting) + len(outcome.parked)
             log.debug("batch_delivered", events=len(batch.events), messages=len(messages))
+
+    def _park(self, name: str, failing: PublishError | None = None) -> None:
+        """From now on ``name``'s messages are parked, and drained by their own task."""
+        if name in self._parked or name not in self.publishers:
+            return
+        pid, key = self.source.lock
+        drainer = Drainer(self.publishers[name], self.config.publishers[name].retry,
+                          self.config.postgres, pid, key, self.config.capture.batch_size,
+                          on_result=self._drained)
+        self._parked[name] = drainer
+        drainer.start(failing)
+
+    def _drained(self, publisher: str, delivered: int, failed: int, dead: int) -> None:
+        self.stats.dead_letters += dead
+
+    async def _unpark_drained(self) -> None:
+        """Between batches, or inside the claim transaction before the batch parks anything:
+        a publisher whose parked messages are all delivered gets messages directly again.
+        Only this loop parks, so an empty lot cannot be refilled behind its back."""
+        for name, drainer in list(self._parked.items()):
+            if drainer.idle and not await self.source.has_parked(name):
+                del self._parked[name]
+                await drainer.stop()
+                log.info("publisher_recovered", publisher=name)
+
+    async def _stop_drains(self) -> None:
+        drainers, self._parked = list(self._parked.values()), {}
+        for d in drainers:
+            await d.stop()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when asked to stop."""

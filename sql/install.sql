@@ -33,20 +33,57 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
     new_row     jsonb
 );
 
--- Changes that could never be delivered (or ran out of attempts), with the reason.
+-- Messages that could never be delivered (or ran out of attempts), with the reason; kept until
+-- `pgconnector dead-letters retry` re-queues them or `purge` drops them. payload is the exact
+-- text that was to be published (text, not jsonb, which would reorder its keys).
 CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id    text        NOT NULL,
+    event_id    text        NOT NULL,   -- the message's id (idempotency key)
     table_schema text       NOT NULL,
     table_name  text        NOT NULL,
     op          text        NOT NULL,
     publisher   text        NOT NULL,
     channel     text        NOT NULL,
-    payload     jsonb       NOT NULL,
+    payload     text        NOT NULL,
     error       text        NOT NULL,
     attempts    integer     NOT NULL,
-    failed_at   timestamptz NOT NULL DEFAULT now()
+    failed_at   timestamptz NOT NULL DEFAULT now(),
+    name        text        NOT NULL DEFAULT '',   -- the message name (Ably), for a retry
+    key_columns text[]      NOT NULL DEFAULT '{}'  -- the table's primary key, for a retry
 );
+-- Installs from before these columns: add them, and keep payloads as text.
+ALTER TABLE {schema}.dead_letters ADD COLUMN IF NOT EXISTS name text NOT NULL DEFAULT '';
+ALTER TABLE {schema}.dead_letters ADD COLUMN IF NOT EXISTS key_columns text[] NOT NULL DEFAULT '{}';
+DO $do$
+BEGIN
+    IF (SELECT atttypid FROM pg_catalog.pg_attribute
+        WHERE attrelid = '{schema}.dead_letters'::regclass AND attname = 'payload')
+       = 'jsonb'::regtype THEN
+        ALTER TABLE {schema}.dead_letters ALTER COLUMN payload TYPE text;
+    END IF;
+END
+$do$;
+
+-- Messages waiting for a publisher that is down (or re-queued dead letters): the outbox row
+-- is consumed, the message waits here, in id order per publisher, until the publisher is back
+-- or its retry limits (publishers.X.retry) move it to dead_letters. So one publisher being
+-- down neither stops the others nor fills the daemon's memory.
+CREATE TABLE IF NOT EXISTS {schema}.parked (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    publisher       text        NOT NULL,
+    channel         text        NOT NULL,
+    name            text        NOT NULL,
+    message_id      text        NOT NULL,
+    table_schema    text        NOT NULL,
+    table_name      text        NOT NULL,
+    op              text        NOT NULL,
+    key_columns     text[]      NOT NULL,
+    payload         text        NOT NULL,
+    attempts        integer     NOT NULL DEFAULT 0,
+    first_failed_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text
+);
+CREATE INDEX IF NOT EXISTS parked_publisher_id ON {schema}.parked (publisher, id);
 
 -- The capture function shared by every captured table. SECURITY DEFINER so the application's
 -- role needs no privilege on {schema}. It has no `SET search_path` clause on purpose: that clause

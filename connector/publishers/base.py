@@ -12,12 +12,13 @@ import asyncio
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import structlog
 
+from connector.config import RetryConfig
 from connector.events import Message
 
 log = structlog.get_logger("pgconnector.publish")
@@ -127,88 +128,127 @@ class DeadLetter:
     attempts: int
 
 
-class DeliveryStalled(Exception):
-    """A publisher kept failing with retryable errors; the batch must be retried later."""
+@dataclass(frozen=True)
+class Parked:
+    """A message left for later: its publisher is down (or already has messages waiting, which
+    this one must not overtake). It waits in the database, not in memory."""
 
-    def __init__(self, publisher: str, error: PublishError, retry_after: float = 0.0) -> None:
-        self.publisher = publisher
-        self.error = error
-        self.retry_after = retry_after  # the least wait the system asked for, seconds
-        super().__init__(f"publisher {publisher!r}: {error}")
+    message: Message
+    error: str | None  # the last failure; None when not tried yet
+    attempts: int
+
+
+@dataclass
+class Outcome:
+    """What became of a batch: delivered, except ``dead`` and ``parked``; ``stalled`` names
+    the publishers that stayed unavailable (their undelivered messages are in ``parked``)."""
+
+    dead: list[DeadLetter] = field(default_factory=list)
+    parked: list[Parked] = field(default_factory=list)
+    stalled: dict[str, PublishError] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 4            # tries within one batch before handing it back
+    attempts: int = 4            # tries within one batch before parking its messages
     initial_backoff: float = 0.05
     max_backoff: float = 2.0
 
     def delay(self, attempt: int) -> float:
         """Exponential backoff with "equal" jitter: half fixed, half random, so the waits
         grow attempt after attempt while retries of many instances still spread out."""
-        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** attempt)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return backoff(attempt, self.initial_backoff, self.max_backoff)
+
+
+def backoff(attempt: int, initial: float, ceiling: float) -> float:
+    """The wait after failed attempt number ``attempt`` (1-based): doubling from ``initial``
+    up to ``ceiling``, half of it random."""
+    top = min(ceiling, initial * 2.0 ** (attempt - 1))
+    return top / 2 + random.uniform(0, top / 2)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One publish call's result: which messages failed and how (the others got through)."""
+
+    failures: dict[int, PublishError]
+    retry_after: float = 0.0  # the least wait a rate limit asked for, seconds
+
+    @property
+    def error(self) -> PublishError | None:
+        return next(iter(self.failures.values()), None)
+
+
+async def attempt(publisher: Publisher, messages: Sequence[Message]) -> Attempt:
+    """Publish once and sort the outcome per message. An adapter that raises anything but a
+    PublishError has a bug; its batch is treated as retryable, never lost."""
+    try:
+        await publisher.publish(messages)
+        return Attempt({})
+    except PartialFailure as exc:
+        wait = max([e.retry_after for e in exc.failures.values()
+                    if isinstance(e, RetryableError)], default=0.0)
+        return Attempt(dict(exc.failures), wait)
+    except PublishError as exc:
+        wait = exc.retry_after if isinstance(exc, RetryableError) else 0.0
+        return Attempt(dict.fromkeys(range(len(messages)), exc), wait)
+    except Exception as exc:
+        log.error("publisher_crashed", publisher=publisher.name,
+                  error=f"{type(exc).__name__}: {exc}")
+        err = RetryableError(f"{type(exc).__name__}: {exc}")
+        return Attempt(dict.fromkeys(range(len(messages)), err))
 
 
 class DeliveryEngine:
     """Delivers one batch of messages through the publishers, concurrently per publisher and in
-    order within each. Returns the messages to dead-letter; raises DeliveryStalled when a
-    publisher stays unavailable (the caller rolls the batch back and retries it later)."""
+    order within each, retrying a few times within the batch. What still fails is parked for
+    the publisher's drain (connector/parking.py) or, past its retry limits or rejected for
+    good, dead-lettered: one publisher being down never holds up the others."""
 
-    def __init__(self, publishers: Mapping[str, Publisher], retry: RetryPolicy | None = None):
+    def __init__(self, publishers: Mapping[str, Publisher], retry: RetryPolicy | None = None,
+                 limits: Mapping[str, RetryConfig] | None = None) -> None:
         self.publishers = dict(publishers)
         self.retry = retry or RetryPolicy()
+        self.limits = dict(limits or {})
 
-    async def deliver(self, messages: Sequence[Message]) -> list[DeadLetter]:
+    async def deliver(self, messages: Sequence[Message]) -> Outcome:
         by_publisher: dict[str, list[Message]] = {}
         for m in messages:
             by_publisher.setdefault(m.publisher, []).append(m)
+        outcome = Outcome()
         if len(by_publisher) == 1:
             (name, batch), = by_publisher.items()
-            return await self._deliver_one(self.publishers[name], batch)
-        results = await asyncio.gather(
-            *(self._deliver_one(self.publishers[n], b) for n, b in by_publisher.items()),
-            return_exceptions=True)
-        dead: list[DeadLetter] = []
-        for r in results:
-            if isinstance(r, BaseException):
-                raise r
-            dead += r
-        return dead
+            await self._deliver_one(self.publishers[name], batch, outcome)
+        else:
+            await asyncio.gather(*(self._deliver_one(self.publishers[n], b, outcome)
+                                   for n, b in by_publisher.items()))
+        return outcome
 
-    async def _deliver_one(self, publisher: Publisher, batch: list[Message]) -> list[DeadLetter]:
-        pending, dead, attempt = batch, list[DeadLetter](), 0
-        last: PublishError = RetryableError("not attempted")
+    async def _deliver_one(self, publisher: Publisher, batch: list[Message],
+                           outcome: Outcome) -> None:
+        limits = self.limits.get(publisher.name, RetryConfig())
+        tries = self.retry.attempts
+        if limits.max_attempts is not None:
+            tries = min(tries, limits.max_attempts)
+        pending, n = batch, 0
         while pending:
-            attempt += 1
-            wait = 0.0
-            try:
-                await publisher.publish(pending)
-                return dead
-            except PartialFailure as exc:
-                retry = []
-                for i, err in sorted(exc.failures.items()):
-                    if isinstance(err, PermanentError):
-                        dead.append(DeadLetter(pending[i], str(err), attempt))
-                    else:
-                        retry.append(pending[i])
-                        if isinstance(err, RetryableError):
-                            wait = max(wait, err.retry_after)
-                pending = retry
-                last = exc
-            except PermanentError as exc:
-                dead += [DeadLetter(m, str(exc), attempt) for m in pending]
-                return dead
-            except RetryableError as exc:
-                last = exc
-                wait = exc.retry_after
-            except Exception as exc:  # an adapter bug must not lose the batch: retry it
-                log.error("publisher_crashed", publisher=publisher.name,
-                          error=f"{type(exc).__name__}: {exc}")
-                last = RetryableError(f"{type(exc).__name__}: {exc}")
+            n += 1
+            result = await attempt(publisher, pending)
+            retry = []
+            for i, err in sorted(result.failures.items()):
+                if isinstance(err, PermanentError):
+                    outcome.dead.append(DeadLetter(pending[i], str(err), n))
+                else:
+                    retry.append(pending[i])
+            pending = retry
             if not pending:
-                break
-            if attempt >= self.retry.attempts:
-                raise DeliveryStalled(publisher.name, last, wait)
-            await asyncio.sleep(max(self.retry.delay(attempt), wait))
-        return dead
+                return
+            error = next(e for e in result.failures.values() if not isinstance(e, PermanentError))
+            if n >= tries:
+                if limits.max_attempts is not None and n >= limits.max_attempts:
+                    outcome.dead += [DeadLetter(m, str(error), n) for m in pending]
+                else:
+                    outcome.parked += [Parked(m, str(error), n) for m in pending]
+                    outcome.stalled[publisher.name] = error
+                return
+            await asyncio.sleep(max(self.retry.delay(n), result.retry_after))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connector.events import ChangeEvent
-from connector.publishers.base import DeadLetter
+from connector.publishers.base import DeadLetter, Parked
 
 
 class SourceDisconnected(Exception):
@@ -32,15 +32,31 @@ class Source(ABC):
 
     @abstractmethod
     async def next_batch(self) -> Batch | None:
-        """The next batch in order; ``None`` once ``interrupt()`` was called."""
+        """The next batch in order; ``None`` once ``interrupt()`` was called. An empty batch
+        (no events, nothing to acknowledge) now and then while idle."""
 
     @abstractmethod
-    async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = ()) -> None:
-        """The batch is delivered (or dead-lettered): it must never be delivered again."""
+    async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = (),
+                  parked: Sequence[Parked] = ()) -> None:
+        """The batch is delivered, dead-lettered or parked (all in one transaction): it must
+        never be delivered from the outbox again."""
 
     @abstractmethod
     async def nack(self, batch: Batch) -> None:
         """The batch was not delivered: it must be delivered again, in the same order."""
+
+    @property
+    @abstractmethod
+    def lock(self) -> tuple[int, int]:
+        """(server pid of the session holding the consumer lock, the lock's key)."""
+
+    @abstractmethod
+    async def parked_among(self, publishers: Sequence[str]) -> set[str]:
+        """Which of ``publishers`` have parked messages (outside a batch)."""
+
+    @abstractmethod
+    async def has_parked(self, publisher: str) -> bool:
+        """Whether ``publisher`` has parked messages, asked inside the open batch."""
 
     @abstractmethod
     def interrupt(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,7 +24,8 @@ import structlog
 from connector import db
 from connector.config import CaptureConfig, PostgresConfig
 from connector.events import ChangeEvent
-from connector.publishers.base import DeadLetter
+from connector.parking import dead_letter_args, park_args
+from connector.publishers.base import DeadLetter, Parked
 from connector.sources.base import Batch, Source, SourceDisconnected
 from connector.sql import Queries
 
@@ -31,6 +33,9 @@ log = structlog.get_logger("pgconnector.source")
 
 WAKE_CHANNEL = "pgconnector_wakeup"
 _FIRST_BACKOFF = 0.002  # first idle poll after activity, seconds
+# While idle, next_batch returns an empty batch this often (and after a wake-up that found
+# nothing to claim), so the consumer can look after other things on this connection.
+HOUSEKEEPING = 5.0
 
 # OperatorInterventionError covers "terminating connection due to administrator command"
 # (a restart or pg_terminate_backend), which arrives as a server error, not a socket error.
@@ -54,6 +59,8 @@ class TriggerSource(Source):
         self._delay = 0.0
         self._full = False
         self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._lock_key: int | None = None
+        self._returned = time.monotonic()  # when next_batch last returned
 
     async def open(self) -> None:
         self._lost = False
@@ -75,9 +82,33 @@ class TriggerSource(Source):
             raise SourceDisconnected("database connection lost")
         return self._conn
 
+    @property
+    def lock(self) -> tuple[int, int]:
+        """(server pid of the session holding the consumer lock, the lock's key): a second
+        connection checks them before it publishes (sql/parked_head.sql)."""
+        assert self._lock_key is not None, "acquire() first"
+        return self.conn.get_server_pid(), self._lock_key
+
+    async def parked_among(self, publishers: Sequence[str]) -> set[str]:
+        """Which of ``publishers`` have parked messages (not in a claim transaction)."""
+        try:
+            rows = await self.conn.fetch(self.q.get("parked_among"), list(publishers))
+        except _CONNECTION_ERRORS as exc:
+            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        return {r["name"] for r in rows}
+
+    async def has_parked(self, publisher: str) -> bool:
+        """Inside the open claim transaction (which has parked nothing yet), so the answer
+        holds until this batch parks something."""
+        try:
+            return bool(await self.conn.fetchval(self.q.get("parked_exists"), publisher))
+        except _CONNECTION_ERRORS as exc:
+            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+
     async def acquire(self, on_standby: Callable[[Any], None] | None = None) -> None:
         try:
             key = await self.conn.fetchval(self.q.get("consumer_key"), self.pg.schema)
+            self._lock_key = key
             announced = False
             while not self._interrupted:
                 if await self.conn.fetchval(self.q.get("try_consumer_lock"), key):
@@ -111,14 +142,17 @@ class TriggerSource(Source):
     async def next_batch(self) -> Batch | None:
         try:
             while not self._interrupted:
+                woken_idle = False
                 if self._delay > 0:
-                    woken = await self._sleep(self._delay)
+                    woken = woken_idle = await self._sleep(self._delay)
                     if self._interrupted:
                         return None
                     self.conn  # noqa: B018 - raises if the connection died while we slept
                     if not woken and not await self.conn.fetchval(self.q.get("pending")):
                         self._delay = min(max(self._delay * 2, _FIRST_BACKOFF),
                                           self.capture.poll_interval)
+                        if time.monotonic() - self._returned >= HOUSEKEEPING:
+                            return self._empty()
                         continue
                 if self.capture.linger > 0 and not self._full:
                     # Let a trickle gather into one batch (fewer, larger publishes: Ably
@@ -131,12 +165,19 @@ class TriggerSource(Source):
                     # Keep claiming without pause while rows keep coming.
                     self._delay = 0.0 if len(batch.events) else _FIRST_BACKOFF
                     self._full = len(batch.events) >= self.capture.batch_size
+                    self._returned = time.monotonic()
                     return batch
                 self._full = False
                 self._delay = max(self._delay, _FIRST_BACKOFF)
+                if woken_idle:  # a wake-up with nothing to claim: maybe a dead-letter retry
+                    return self._empty()
             return None
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+
+    def _empty(self) -> Batch:
+        self._returned = time.monotonic()
+        return Batch([], None)
 
     async def _claim(self) -> Batch | None:
         tx = self.conn.transaction()
@@ -175,14 +216,14 @@ class TriggerSource(Source):
                 self._keys[t] = found.get(t, ())
         return self._keys
 
-    async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = ()) -> None:
+    async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = (),
+                  parked: Sequence[Parked] = ()) -> None:
         try:
             if dead_letters:
-                await self.conn.executemany(self.q.get("dead_letter"), [
-                    (d.message.message_id, d.message.event.schema, d.message.event.table,
-                     d.message.event.op, d.message.publisher, d.message.channel,
-                     d.message.payload.decode(), d.error, d.attempts)
-                    for d in dead_letters])
+                await self.conn.execute(self.q.get("dead_letter"),
+                                        *dead_letter_args(dead_letters))
+            if parked:
+                await self.conn.execute(self.q.get("park"), *park_args(parked))
             await batch.handle.commit()
         except _CONNECTION_ERRORS as exc:
             # Whether the commit landed is unknown: the batch may be delivered again.

@@ -275,7 +275,7 @@ async def test_sigkill_mid_stream_loses_nothing(
 
 
 
-async def test_unreachable_redis_keeps_changes_in_the_outbox(
+async def test_unreachable_redis_keeps_changes_in_the_database(
         database: str, redis_url: str, channel_prefix: str, subscriber: RedisSubscriber,
         pg: asyncpg.Connection, items: None, daemons: MakeDaemon, tmp_path: Path) -> None:
     redis_secret = f"redis-{uuid.uuid4().hex[:12]}"
@@ -291,20 +291,31 @@ async def test_unreachable_redis_keeps_changes_in_the_outbox(
     await wait_until(lambda: any(r["event"] == "publisher_unavailable" and "detail" in r
                                  for r in daemon.log_records()), 15,
                      "the daemon to report the batch kept back")
-    assert await pg.fetchval("SELECT count(*) FROM pgconnector.outbox") == 1
+    assert await pending(pg) == (0, 1)  # parked: out of the outbox, waiting for Redis
     code, elapsed = await daemon.terminate()
     assert code == 0, daemon.stderr()
     assert elapsed < 5, f"took {elapsed:.1f}s to stop while Redis was down"
     assert redis_secret not in daemon.stderr() and SECRET not in daemon.stderr()
-    assert await pg.fetchval("SELECT count(*) FROM pgconnector.outbox") == 1
+    assert await pending(pg) == (0, 1)
 
     up = config_for(tmp_path, database, redis_url, channel_prefix + ":items")
     async with subscriber:
         again = await daemons(up, tmp_path).start()
         messages = await wait_messages(subscriber, 1)
+        await wait_until(lambda: again.events().count("publisher_recovered") == 1, 20,
+                         "the parked publisher to be back to direct delivery")
         code, _ = await again.terminate()
         assert code == 0, again.stderr()
     assert [e["new"] for _, e in messages] == [{"id": 1, "name": "waits"}]
+    assert await pending(pg) == (0, 0)
+
+
+async def pending(pg: asyncpg.Connection) -> tuple[int, int]:
+    """(rows in the outbox, messages parked)."""
+    row = await pg.fetchrow("SELECT (SELECT count(*) FROM pgconnector.outbox) AS outbox, "
+                            "(SELECT count(*) FROM pgconnector.parked) AS parked")
+    assert row is not None
+    return row["outbox"], row["parked"]
 
 
 async def test_reconnects_each_time_the_database_connection_is_killed(

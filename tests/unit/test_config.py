@@ -155,3 +155,33 @@ def test_parse_template() -> None:
         parse_template("{id!r}")
     with pytest.raises(ValueError):
         parse_template("{}")
+
+
+def test_server_section_absent_means_no_server() -> None:
+    assert parse(GOOD, env={}).server is None
+
+
+def test_server_section_defaults() -> None:
+    server = parse({**GOOD, "server": {}}, env={}).server
+    assert server is not None
+    assert (server.enabled, server.host, server.port) == (True, "127.0.0.1", 9187)
+
+
+def test_server_section_values() -> None:
+    data = {**GOOD, "server": {"enabled": False, "host": "0.0.0.0", "port": 0}}
+    server = parse(data, env={}).server
+    assert server is not None
+    assert (server.enabled, server.host, server.port) == (False, "0.0.0.0", 0)
+
+
+@pytest.mark.parametrize(("server", "expected"), [
+    ({"port": 70000}, "server.port: 70000 is greater than the maximum of 65535"),
+    ({"port": -1}, "server.port: -1 is less than the minimum of 0"),
+    ({"port": "9187"}, "server.port: expected integer, got string"),
+    ({"host": ""}, "server.host: '' should be non-empty"),
+    ({"enabled": "yes"}, "server.enabled: expected boolean, got string"),
+    ({"listen": ":9187"}, "server: unknown key 'listen'"),
+])
+def test_server_section_problems_name_the_key(server: dict[str, object], expected: str) -> None:
+    got = problems({**GOOD, "server": server})
+    assert len(got) == 1 and got[0].startswith(expected), got

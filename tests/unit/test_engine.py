@@ -1,5 +1,5 @@
 """The delivery engine against small in-process publishers (our own interface, not a mock of
-an external system): retry, partial failure, dead letters, stall."""
+an external system): retry, partial failure, dead letters, parking, retry limits."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from connector.config import RetryConfig
 from connector.events import ChangeEvent, Message
 from connector.publishers.base import (
     DeliveryEngine,
-    DeliveryStalled,
     PartialFailure,
     PermanentError,
     Publisher,
@@ -52,42 +52,53 @@ class Scripted(Publisher):
 
 async def test_retryable_error_is_retried() -> None:
     p = Scripted("p", [RetryableError("down"), None])
-    dead = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
-    assert dead == [] and p.delivered == [1, 2] and p.calls == 2
+    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    assert out.dead == [] and out.parked == [] and p.delivered == [1, 2] and p.calls == 2
 
 
-async def test_stalls_after_attempts() -> None:
+async def test_parks_after_attempts() -> None:
     p = Scripted("p", [RetryableError("down")] * 5)
-    with pytest.raises(DeliveryStalled) as exc:
-        await DeliveryEngine({"p": p}, FAST).deliver([msg(1)])
-    assert exc.value.publisher == "p" and p.calls == 3
+    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    assert p.calls == 3 and list(out.stalled) == ["p"] and out.dead == []
+    assert [(x.message.event.position, x.error, x.attempts) for x in out.parked] == [
+        (1, "down", 3), (2, "down", 3)]
+
+
+async def test_max_attempts_dead_letters_instead_of_parking() -> None:
+    p = Scripted("p", [RetryableError("down")] * 5)
+    engine = DeliveryEngine({"p": p}, FAST, limits={"p": RetryConfig(max_attempts=2)})
+    out = await engine.deliver([msg(1)])
+    assert p.calls == 2 and out.parked == [] and out.stalled == {}
+    assert [(d.message.event.position, d.error, d.attempts) for d in out.dead] == [
+        (1, "down", 2)]
 
 
 async def test_permanent_error_dead_letters_the_batch() -> None:
     p = Scripted("p", [PermanentError("rejected")])
-    dead = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
-    assert [(d.message.event.position, d.error, d.attempts) for d in dead] == [
+    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    assert [(d.message.event.position, d.error, d.attempts) for d in out.dead] == [
         (1, "rejected", 1), (2, "rejected", 1)]
 
 
 async def test_partial_failure_retries_only_the_retryable_ones() -> None:
     p = Scripted("p", [PartialFailure({0: PermanentError("too big"), 2: RetryableError("x")})])
-    dead = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2), msg(3)])
-    assert [d.message.event.position for d in dead] == [1]
+    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2), msg(3)])
+    assert [d.message.event.position for d in out.dead] == [1]
     assert p.delivered == [2, 3]
 
 
 async def test_crashing_adapter_is_treated_as_retryable() -> None:
     p = Scripted("p", [ZeroDivisionError("bug"), None])
-    assert await DeliveryEngine({"p": p}, FAST).deliver([msg(1)]) == []
+    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1)])
+    assert out.dead == [] and out.parked == []
     assert p.delivered == [1]
 
 
 async def test_publishers_are_independent() -> None:
     a, b = Scripted("a", [None]), Scripted("b", [RetryableError("down")] * 5)
-    with pytest.raises(DeliveryStalled):
-        await DeliveryEngine({"a": a, "b": b}, FAST).deliver([msg(1, "a"), msg(2, "b")])
+    out = await DeliveryEngine({"a": a, "b": b}, FAST).deliver([msg(1, "a"), msg(2, "b")])
     assert a.delivered == [1]
+    assert list(out.stalled) == ["b"] and [x.message.event.position for x in out.parked] == [2]
 
 
 def test_registry() -> None:
