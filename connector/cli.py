@@ -232,10 +232,14 @@ def start(
 ) -> None:
     """Install (unless --no-install) and stream changes until SIGINT/SIGTERM."""
     from connector.connector import Connector
+    from connector.server import HealthServerError
 
     cfg = load(config)
     connector = Connector(cfg, install=not no_install, shutdown_timeout=shutdown_timeout)
-    run(connector.run_async)
+    try:
+        run(connector.run_async)
+    except HealthServerError as exc:
+        fail(str(exc))
 
 
 @app.command()

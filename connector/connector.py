@@ -8,6 +8,7 @@ import dataclasses
 import os
 import random
 import signal
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,6 +20,7 @@ from connector import db
 from connector.binding import bind, table_info
 from connector.config import Config, coerce
 from connector.install import install
+from connector.metrics import Metrics
 from connector.parking import Drainer
 from connector.publishers.base import (
     DeliveryEngine,
@@ -29,8 +31,9 @@ from connector.publishers.base import (
     publisher_class,
 )
 from connector.router import Router
+from connector.server import HealthServer, Readiness
 from connector.sources.base import Source, SourceDisconnected
-from connector.sources.trigger import TriggerSource
+from connector.sources.trigger import HOUSEKEEPING, TriggerSource
 
 log = structlog.get_logger("pgconnector")
 
@@ -57,14 +60,22 @@ class Connector:
         self.config = coerce(config)
         self.install = install
         self.shutdown_timeout = shutdown_timeout
-        self.state = "new"
+        self.metrics = Metrics()
+        self._state = "new"
         self.stats = Stats()
         self.router = Router(self.config) if all(r.plain for r in self.config.routes) else None
         self.publishers: dict[str, Publisher] = {
             name: publisher_class(p.type)(name, p.options)
             for name, p in self.config.publishers.items()}
         self.engine = DeliveryEngine(
-            self.publishers, limits={n: p.retry for n, p in self.config.publishers.items()})
+            self.publishers, limits={n: p.retry for n, p in self.config.publishers.items()},
+            metrics=self.metrics)
+        server = self.config.server
+        self.health = HealthServer(self.metrics, self.readiness, host=server.host,
+                                   port=server.port) if server and server.enabled else None
+        self._housekept = 0.0  # when the backlog gauges were last refreshed (monotonic)
+        for name in self.publishers:
+            self.metrics.set_publisher_up(name, True)
         # Publishers whose messages are parked (connector/parking.py), each with its drain.
         self._parked: dict[str, Drainer] = {}
         # A publisher that packs several changes per message (Ably) asks the source to let a
@@ -77,11 +88,39 @@ class Connector:
         self._stopping = False
         self._stop_event = asyncio.Event()
 
+    # ------------------------------------------------------------------ state
+
+    @property
+    def state(self) -> str:
+        """new, standby, active, reconnecting, stopping or stopped."""
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._state = value
+        self.metrics.set_state(value)
+
+    def readiness(self) -> Readiness:
+        """For /readyz: connected, active or standby, and (when active) publishers up."""
+        connected = self.state in ("active", "standby")
+        return Readiness(self.state, connected,
+                         {n: n not in self._parked for n in self.publishers})
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("connector already started")
+        if self.health is not None:
+            await self.health.start()  # /healthz answers while starting
+        try:
+            await self._start()
+        except BaseException:
+            if self.health is not None:
+                await self.health.stop()
+            raise
+
+    async def _start(self) -> None:
         conn = await db.connect(self.config.postgres)
         try:
             if self.install:
@@ -112,6 +151,7 @@ class Connector:
         if self._task is None:
             return
         self._stopping = True
+        self.state = "stopping"
         self._stop_event.set()
         self.source.interrupt()
         log.info("stopping", timeout=self.shutdown_timeout)
@@ -135,6 +175,8 @@ class Connector:
         for p in self.publishers.values():
             await p.close()
         self.state = "stopped"
+        if self.health is not None:
+            await self.health.stop()
         log.info("stopped", **self.stats.__dict__)
 
     async def __aenter__(self) -> Connector:
@@ -205,6 +247,7 @@ class Connector:
                 await self._stop_drains()  # they publish only for the active instance
                 self.state = "reconnecting"
                 self.stats.reconnects += 1
+                self.metrics.reconnect("postgres")
                 backoff = min(max(backoff * 2, 0.5), MAX_RECONNECT_BACKOFF)
                 log.warning("database_connection_lost", error=str(exc), retry_in=backoff)
                 await self.source.close()
@@ -234,6 +277,7 @@ class Connector:
             if batch is None:
                 return
             if not batch.events:  # idle, between transactions: look after the parked
+                await self._housekeeping()
                 await self._unpark_drained()
                 for name in await self.source.parked_among(  # re-queued dead letters?
                         sorted(set(self.publishers) - set(self._parked))):
@@ -260,6 +304,10 @@ class Connector:
             for d in outcome.dead:
                 log.error("dead_lettered", publisher=d.message.publisher,
                           channel=d.message.channel, event_id=d.message.message_id, error=d.error)
+            self.metrics.batch_claimed(batch.events)
+            self.metrics.dead(d.message for d in outcome.dead)
+            if time.monotonic() - self._housekept >= HOUSEKEEPING:
+                await self._housekeeping()
             self.stats.batches += 1
             self.stats.events += len(batch.events)
             self.stats.messages += len(messages)
@@ -274,12 +322,19 @@ class Connector:
         pid, key = self.source.lock
         drainer = Drainer(self.publishers[name], self.config.publishers[name].retry,
                           self.config.postgres, pid, key, self.config.capture.batch_size,
-                          on_result=self._drained)
+                          metrics=self.metrics)
         self._parked[name] = drainer
+        self.metrics.set_publisher_up(name, False)
         drainer.start(failing)
 
-    def _drained(self, publisher: str, delivered: int, failed: int, dead: int) -> None:
-        self.stats.dead_letters += dead
+    async def _housekeeping(self) -> None:
+        """Refresh the backlog gauges (between batches, on the consumer's connection)."""
+        self._housekept = time.monotonic()
+        backlog = await self.source.backlog()
+        self.metrics.set_backlog(backlog.pending, backlog.oldest_age)
+        for name in self.publishers:
+            self.metrics.set_parked(name, backlog.parked.get(name, 0))
+            self.metrics.set_publisher_up(name, name not in self._parked)
 
     async def _unpark_drained(self) -> None:
         """Between batches, or inside the claim transaction before the batch parks anything:
@@ -288,6 +343,7 @@ class Connector:
         for name, drainer in list(self._parked.items()):
             if drainer.idle and not await self.source.has_parked(name):
                 del self._parked[name]
+                self.metrics.set_publisher_up(name, True)
                 await drainer.stop()
                 log.info("publisher_recovered", publisher=name)
 

@@ -61,6 +61,7 @@ class Message:
     payload: bytes
     event: ChangeEvent
     id: str = ""  # the payload's "id" when it differs from the event's (a split key change)
+    route: int = -1  # index of the route that made it in config.routes (-1: not known)
 
     @property
     def message_id(self) -> str:

@@ -8,11 +8,23 @@ per-batch. Label values are table, publisher and route names only, never secrets
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable, Mapping, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
+from connector.events import ChangeEvent, Message
+from connector.publishers.base import PermanentError
+
 STATES = ("new", "standby", "active", "reconnecting", "stopping", "stopped")
+
+
+def route_label(index: int) -> str:
+    """``routes[2]`` for the config's third route; ``retried`` for a message re-queued from
+    the dead letters, whose route is no longer known."""
+    return f"routes[{index}]" if index >= 0 else "retried"
 
 # From a local Redis round trip (~1 ms) to an Ably request that hits its timeout (10-30 s).
 PUBLISH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -86,6 +98,31 @@ class Metrics:
 
     def reconnect(self, target: str) -> None:
         self._reconnects.labels(target).inc()
+
+    # ------------------------------------------------------------------ per batch
+
+    def batch_claimed(self, events: Iterable[ChangeEvent]) -> None:
+        for (table, op), n in collections.Counter(
+                (f"{e.schema}.{e.table}", e.op) for e in events).items():
+            self.events_captured(table, op, n)
+
+    def publish_attempt(self, publisher: str, messages: Sequence[Message],
+                        failures: Mapping[int, Exception], seconds: float) -> None:
+        """One publish call: its duration, what got through and what may be retried, per
+        route (rejected messages are counted when they are dead-lettered)."""
+        self.publish_seconds(publisher, seconds)
+        ok = collections.Counter(m.route for i, m in enumerate(messages) if i not in failures)
+        retry = collections.Counter(messages[i].route for i, e in failures.items()
+                                    if not isinstance(e, PermanentError))
+        for route, n in ok.items():
+            self.messages_published(publisher, route_label(route), n)
+        for route, n in retry.items():
+            self.messages_failed(publisher, route_label(route), n)
+
+    def dead(self, messages: Iterable[Message]) -> None:
+        for (publisher, route), n in collections.Counter(
+                (m.publisher, m.route) for m in messages).items():
+            self.dead_lettered(publisher, route_label(route), n)
 
     # ------------------------------------------------------------------ gauges
 

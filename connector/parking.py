@@ -12,8 +12,9 @@ The Connector decides when a publisher leaves the parked state (connector.py).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ import structlog
 from connector import db
 from connector.config import PostgresConfig, RetryConfig
 from connector.events import ChangeEvent, Message
+from connector.metrics import Metrics, route_label
 from connector.publishers.base import (
     DeadLetter,
     Parked,
@@ -48,7 +50,7 @@ def park_args(parked: Sequence[Parked]) -> tuple[list[Any], ...]:
             [m.event.table for m in ms], [m.event.op for m in ms],
             [orjson.dumps(m.event.key).decode() for m in ms],
             [m.payload.decode() for m in ms], [p.attempts for p in parked],
-            [p.error for p in parked])
+            [p.error for p in parked], [m.route for m in ms])
 
 
 def dead_letter_args(dead: Sequence[DeadLetter]) -> tuple[list[Any], ...]:
@@ -67,7 +69,8 @@ def to_message(publisher: str, row: asyncpg.Record) -> Message:
     payload = row["payload"].encode()
     event = ChangeEvent(row["id"], row["table_schema"], row["table_name"], row["op"], payload,
                         tuple(row["key_columns"]), row["message_id"])
-    return Message(publisher, row["channel"], row["name"], payload, event, row["message_id"])
+    return Message(publisher, row["channel"], row["name"], payload, event, row["message_id"],
+                   row["route"])
 
 
 class Drainer:
@@ -76,7 +79,7 @@ class Drainer:
 
     def __init__(self, publisher: Publisher, retry: RetryConfig, pg: PostgresConfig,
                  lock_pid: int, lock_key: int, batch_size: int,
-                 on_result: Callable[[str, int, int, int], None] | None = None) -> None:
+                 metrics: Metrics | None = None) -> None:
         self.publisher = publisher
         self.retry = retry
         self.pg = pg
@@ -84,7 +87,7 @@ class Drainer:
         self.lock_pid = lock_pid
         self.lock_key = lock_key
         self.batch_size = batch_size
-        self.on_result = on_result  # (publisher, delivered, failed, dead) after each try
+        self.metrics = metrics
         self.idle = False  # the last look found nothing parked
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -159,7 +162,7 @@ class Drainer:
             return -1.0
         self.idle = False
         messages = [to_message(self.name, r) for r in rows]
-        result = await attempt(self.publisher, messages)
+        result = await attempt(self.publisher, messages, self.metrics)
         delivered = [r["id"] for i, r in enumerate(rows) if i not in result.failures]
         failed_ids, failed_errors = [], []
         dead_ids, dead_errors, dead_attempts = [], [], []
@@ -185,8 +188,8 @@ class Drainer:
                                    dead_attempts)
         for row_id, error in zip(dead_ids, dead_errors, strict=True):
             log.error("dead_lettered", publisher=self.name, parked_id=row_id, error=error)
-        if self.on_result is not None:
-            self.on_result(self.name, len(delivered), len(failed_ids), len(dead_ids))
+        if self.metrics is not None and dead_ids:
+            self.metrics.dead(messages[i] for i, r in enumerate(rows) if r["id"] in dead_ids)
         if failed_ids:
             if failures == 0:
                 log.warning("publisher_still_unavailable", publisher=self.name,
@@ -205,6 +208,9 @@ class Drainer:
                                [r["attempts"] for r in rows])
             log.error("dead_lettered", publisher=self.name, messages=len(rows),
                       error=f"older than retry.max_age ({self.retry.max_age:g} s)")
+            if self.metrics is not None:
+                for route, n in collections.Counter(r["route"] for r in rows).items():
+                    self.metrics.dead_lettered(self.name, route_label(route), n)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

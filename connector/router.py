@@ -96,7 +96,8 @@ class Router:
                     continue
                 if bound is None or route.plain:
                     messages.append(Message(route.publisher, self._channel(route, event),
-                                            event.op, event.payload, event))
+                                            event.op, event.payload, event,
+                                            route=route.index))
                 else:
                     messages += self._shaped(route, bound, event)
         return messages
@@ -164,4 +165,4 @@ class Router:
                               if b.keep is None or c in b.keep}
         channel = render_channel(route.channel, event, old if op == "delete" else new, op)
         payload = event.payload if out == data else dumps(out)
-        return Message(route.publisher, channel, op, payload, event, out["id"])
+        return Message(route.publisher, channel, op, payload, event, out["id"], route.index)

@@ -81,8 +81,10 @@ CREATE TABLE IF NOT EXISTS {schema}.parked (
     payload         text        NOT NULL,
     attempts        integer     NOT NULL DEFAULT 0,
     first_failed_at timestamptz NOT NULL DEFAULT now(),
-    last_error      text
+    last_error      text,
+    route           integer     NOT NULL   -- index in the config's routes (-1: not known)
 );
+ALTER TABLE {schema}.parked ADD COLUMN IF NOT EXISTS route integer NOT NULL DEFAULT -1;
 CREATE INDEX IF NOT EXISTS parked_publisher_id ON {schema}.parked (publisher, id);
 
 -- The capture function shared by every captured table. SECURITY DEFINER so the application's

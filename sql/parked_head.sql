@@ -2,7 +2,7 @@
 -- the consumer lock $4 (a drain runs on a second connection: when the lock's session is gone,
 -- another instance may be active, so this one must not publish).
 SELECT p.id, p.channel, p.name, p.message_id, p.table_schema, p.table_name, p.op,
-       p.key_columns, p.payload, p.attempts,
+       p.key_columns, p.payload, p.attempts, p.route,
        extract(epoch FROM pg_catalog.clock_timestamp() - p.first_failed_at)::float8 AS age
 FROM {schema}.parked p
 WHERE p.publisher = $1

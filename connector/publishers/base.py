@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import structlog
 
 from connector.config import RetryConfig
 from connector.events import Message
+
+if TYPE_CHECKING:
+    from connector.metrics import Metrics
 
 log = structlog.get_logger("pgconnector.publish")
 
@@ -179,9 +183,20 @@ class Attempt:
         return next(iter(self.failures.values()), None)
 
 
-async def attempt(publisher: Publisher, messages: Sequence[Message]) -> Attempt:
-    """Publish once and sort the outcome per message. An adapter that raises anything but a
-    PublishError has a bug; its batch is treated as retryable, never lost."""
+async def attempt(publisher: Publisher, messages: Sequence[Message],
+                  metrics: Metrics | None = None) -> Attempt:
+    """Publish once and sort the outcome per message (counted in ``metrics``)."""
+    started = time.perf_counter()
+    result = await _attempt(publisher, messages)
+    if metrics is not None:
+        metrics.publish_attempt(publisher.name, messages, result.failures,
+                                time.perf_counter() - started)
+    return result
+
+
+async def _attempt(publisher: Publisher, messages: Sequence[Message]) -> Attempt:
+    """An adapter that raises anything but a PublishError has a bug; its batch is treated as
+    retryable, never lost."""
     try:
         await publisher.publish(messages)
         return Attempt({})
@@ -206,10 +221,12 @@ class DeliveryEngine:
     good, dead-lettered: one publisher being down never holds up the others."""
 
     def __init__(self, publishers: Mapping[str, Publisher], retry: RetryPolicy | None = None,
-                 limits: Mapping[str, RetryConfig] | None = None) -> None:
+                 limits: Mapping[str, RetryConfig] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.publishers = dict(publishers)
         self.retry = retry or RetryPolicy()
         self.limits = dict(limits or {})
+        self.metrics = metrics
 
     async def deliver(self, messages: Sequence[Message]) -> Outcome:
         by_publisher: dict[str, list[Message]] = {}
@@ -233,7 +250,7 @@ class DeliveryEngine:
         pending, n = batch, 0
         while pending:
             n += 1
-            result = await attempt(publisher, pending)
+            result = await attempt(publisher, pending, self.metrics)
             retry = []
             for i, err in sorted(result.failures.items()):
                 if isinstance(err, PermanentError):

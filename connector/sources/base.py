@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from connector.events import ChangeEvent
 from connector.publishers.base import DeadLetter, Parked
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int  # changes waiting to be claimed
+    oldest_age: float | None  # seconds, None when nothing waits
+    parked: Mapping[str, int]  # messages parked per publisher
 
 
 class SourceDisconnected(Exception):
@@ -53,6 +60,10 @@ class Source(ABC):
     @abstractmethod
     async def parked_among(self, publishers: Sequence[str]) -> set[str]:
         """Which of ``publishers`` have parked messages (outside a batch)."""
+
+    @abstractmethod
+    async def backlog(self) -> Backlog:
+        """What waits (outside a batch)."""
 
     @abstractmethod
     async def has_parked(self, publisher: str) -> bool:

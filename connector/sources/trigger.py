@@ -26,7 +26,7 @@ from connector.config import CaptureConfig, PostgresConfig
 from connector.events import ChangeEvent
 from connector.parking import dead_letter_args, park_args
 from connector.publishers.base import DeadLetter, Parked
-from connector.sources.base import Batch, Source, SourceDisconnected
+from connector.sources.base import Backlog, Batch, Source, SourceDisconnected
 from connector.sql import Queries
 
 log = structlog.get_logger("pgconnector.source")
@@ -96,6 +96,16 @@ class TriggerSource(Source):
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
         return {r["name"] for r in rows}
+
+    async def backlog(self) -> Backlog:
+        try:
+            row = await self.conn.fetchrow(self.q.get("backlog"))
+            parked = await self.conn.fetch(self.q.get("parked_publishers"))
+        except _CONNECTION_ERRORS as exc:
+            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        assert row is not None
+        return Backlog(row["pending"], row["oldest_age"],
+                       {r["publisher"]: r["messages"] for r in parked})
 
     async def has_parked(self, publisher: str) -> bool:
         """Inside the open claim transaction (which has parked nothing yet), so the answer
