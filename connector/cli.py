@@ -215,6 +215,9 @@ def status(
     b = info["backlog"]
     age = "" if b["oldest_age_seconds"] is None else f", oldest {b['oldest_age_seconds']:.1f}s"
     typer.echo(f"backlog: {b['pending']} change(s){age}")
+    for name, p in info["parked"].items():
+        typer.echo(f"parked for {name} (unavailable): {p['messages']} message(s), "
+                   f"oldest {p['oldest_age_seconds']:.1f}s")
     typer.echo(f"dead letters: {info['dead_letters']}")
     a = info["active_consumer"]
     typer.echo("active consumer: " + ("none" if a is None else
@@ -240,6 +243,124 @@ def start(
         run(connector.run_async)
     except HealthServerError as exc:
         fail(str(exc))
+
+
+dead_letters_app = typer.Typer(
+    help="List, re-queue or purge changes that could not be delivered.",
+    no_args_is_help=True)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+PublisherOpt = Annotated[str | None, typer.Option(help="Only this publisher's.")]
+TableOpt = Annotated[str | None, typer.Option(help="Only this table's (schema.table or table).")]
+OlderOpt = Annotated[str | None, typer.Option(
+    help="Only those that failed longer ago than this (90, 30s, 15m, 2h, 7d).")]
+NewerOpt = Annotated[str | None, typer.Option(
+    help="Only those that failed more recently than this.")]
+IdOpt = Annotated[list[int] | None, typer.Option("--id", help="Only these (repeatable).")]
+
+
+def _selection(publisher: str | None, table: str | None, older_than: str | None,
+               newer_than: str | None, ids: list[int] | None,
+               limit: int | None = None) -> Any:
+    from connector.config import parse_table
+    from connector.dead_letters import Selection, parse_duration
+
+    def duration(option: str, text: str | None) -> float | None:
+        try:
+            return None if text is None else parse_duration(text)
+        except ValueError as exc:
+            fail(f"{option}: {exc}", EXIT_CONFIG)
+
+    if table is not None:
+        try:
+            parse_table(table)
+        except ValueError as exc:
+            fail(f"--table: {table!r}: {exc}", EXIT_CONFIG)
+    return Selection(publisher, table, duration("--older-than", older_than),
+                     duration("--newer-than", newer_than), None if not ids else tuple(ids),
+                     limit)
+
+
+def _with_conn(cfg: Config, fn: Callable[[Any], Awaitable[T]]) -> T:
+    from connector import db
+
+    async def go() -> T:
+        conn = await db.connect(cfg.postgres)
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return run(go)
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    config: ConfigOpt, publisher: PublisherOpt = None, table: TableOpt = None,
+    older_than: OlderOpt = None, newer_than: NewerOpt = None, ids: IdOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 100,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line, with the payload.")] = False,
+) -> None:
+    """Show dead letters, oldest first."""
+    from connector import dead_letters
+
+    cfg = load(config)
+    sel = _selection(publisher, table, older_than, newer_than, ids, limit)
+    rows = _with_conn(cfg, lambda c: dead_letters.select(c, cfg.postgres.schema, sel))
+    for r in rows:
+        if as_json:
+            item = {k: r[k] for k in ("id", "event_id", "table_schema", "table_name", "op",
+                                      "publisher", "channel", "attempts", "error")}
+            item["failed_at"] = r["failed_at"].isoformat()
+            item["payload"] = json.loads(r["payload"])
+            typer.echo(json.dumps(item))
+        else:
+            error = r["error"] if len(r["error"]) <= 80 else r["error"][:77] + "..."
+            typer.echo(f"{r['id']}  {r['failed_at']:%Y-%m-%d %H:%M:%S}  {r['publisher']}  "
+                       f"{r['table_schema']}.{r['table_name']}  {r['op']}  {r['channel']}  "
+                       f"attempts={r['attempts']}  {error}")
+    if not as_json:
+        typer.echo(f"{len(rows)} dead letter(s)" + (" shown" if len(rows) == limit else ""),
+                   err=True)
+
+
+@dead_letters_app.command("retry")
+def dead_letters_retry(
+    config: ConfigOpt, publisher: PublisherOpt = None, table: TableOpt = None,
+    older_than: OlderOpt = None, newer_than: NewerOpt = None, ids: IdOpt = None,
+) -> None:
+    """Re-queue dead letters (all, or those selected) for delivery, in their order: the
+    running daemon delivers them at once, with fresh attempts."""
+    from connector import dead_letters
+
+    cfg = load(config)
+    sel = _selection(publisher, table, older_than, newer_than, ids)
+    unknown = sorted({r["publisher"] for r in _with_conn(
+        cfg, lambda c: dead_letters.select(c, cfg.postgres.schema, sel))} - set(cfg.publishers))
+    if unknown:
+        fail(f"publisher(s) {', '.join(map(repr, unknown))} not in {config}: select others "
+             "with --publisher, or purge them")
+    moved = _with_conn(cfg, lambda c: dead_letters.retry(c, cfg.postgres.schema, sel))
+    typer.echo(f"re-queued {moved} dead letter(s)")
+
+
+@dead_letters_app.command("purge")
+def dead_letters_purge(
+    config: ConfigOpt, publisher: PublisherOpt = None, table: TableOpt = None,
+    older_than: OlderOpt = None, newer_than: NewerOpt = None, ids: IdOpt = None,
+    purge_all: Annotated[bool, typer.Option("--all", help="Purge every dead letter.")] = False,
+) -> None:
+    """Delete dead letters for good (those selected, or --all)."""
+    from connector import dead_letters
+
+    cfg = load(config)
+    sel = _selection(publisher, table, older_than, newer_than, ids)
+    if sel.empty and not purge_all:
+        fail("say which dead letters to purge (--publisher, --table, --older-than, "
+             "--newer-than, --id) or --all", EXIT_CONFIG)
+    purged = _with_conn(cfg, lambda c: dead_letters.purge(c, cfg.postgres.schema, sel))
+    typer.echo(f"purged {purged} dead letter(s)")
 
 
 @app.command()

@@ -147,6 +147,7 @@ async def status(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
     key = await conn.fetchval(q.get("consumer_key"), schema)
     active = await conn.fetchrow(q.get("active_consumer"), key)
     extra = await conn.fetchrow(q.get("status_extra"))
+    parked = await conn.fetch(q.get("parked_publishers"))
     return {
         "schema": schema,
         "installed": True,
@@ -155,6 +156,8 @@ async def status(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
         "backlog": {"pending": backlog["pending"],
                     "oldest_age_seconds": backlog["oldest_age"]},
         "dead_letters": extra["dead_letters"],
+        "parked": {r["publisher"]: {"messages": r["messages"],
+                                    "oldest_age_seconds": r["oldest_age"]} for r in parked},
         "active_consumer": None if active is None else {
             "pid": active["pid"], "application_name": active["application_name"],
             "client_addr": active["client_addr"],

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from connector import Connector
+from connector.install import status
 from tests.conftest import RedisSubscriber
 from tests.e2e.support import wait_until
 from tests.integration.helpers import free_port, redis_server
@@ -95,6 +96,8 @@ async def test_parked_messages_go_first_after_a_restart(
         await write(pg, 3, 2)
         await wait_until(lambda: c.stats.events == 6, 10, "every event claimed")
     assert await counts(pg) == (0, 6, 0)
+    parked = (await status(pg, "pgconnector"))["parked"]
+    assert list(parked) == ["flaky"] and parked["flaky"]["messages"] == 6
     with redis_server(port):
         async with RedisSubscriber(down_url, channel_prefix + ":flaky") as flaky, \
                 Connector(cfg):
