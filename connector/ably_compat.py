@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 LEGACY_KEYS = frozenset({"dbConfig", "connector", "ably"})
-OUR_KEYS = frozenset({"postgres", "publishers", "routes", "capture", "logging"})
+OUR_KEYS = frozenset({"postgres", "publishers", "routes", "capture", "logging",
+                      "server"})
 ENV_KEYS = ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD", "DB_NAME", "ABLY_API_KEY",
             "ABLY_CONNECTOR", "ABLY_ENDPOINT", "ABLY_PORT")
 OPERATIONS = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
