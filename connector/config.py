@@ -117,6 +117,9 @@ class CaptureConfig:
     poll_interval: float = 0.5
     standby_retry: float = 2.0
     linger: float = 0.0
+    liveness_interval: float = 1.0
+    liveness_timeout: float = 4.0
+    takeover_after: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -455,6 +458,17 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
     pg = data.get("postgres", {})
     if isinstance(pg, dict) and len(str(pg.get("schema", "pgconnector")).encode()) > 40:
         problems.append("postgres.schema: at most 40 bytes")
+    cap = data.get("capture", {})
+    if isinstance(cap, dict):
+        defaults = CaptureConfig()
+        interval = cap.get("liveness_interval", defaults.liveness_interval)
+        timeout = cap.get("liveness_timeout", defaults.liveness_timeout)
+        takeover = cap.get("takeover_after", defaults.takeover_after)
+        if all(isinstance(v, int | float) for v in (interval, timeout, takeover)) and \
+                takeover <= interval + timeout:
+            # Else a standby could end a live active instance that is merely between pings.
+            problems.append(f"capture.takeover_after: must exceed liveness_interval + "
+                            f"liveness_timeout ({interval + timeout:g} s), got {takeover:g}")
     if problems:
         raise ConfigError(problems)
     log = data.get("logging", {})

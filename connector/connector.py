@@ -19,6 +19,7 @@ import structlog
 from connector import db
 from connector.binding import bind, table_info
 from connector.config import Config, coerce
+from connector.events import Message
 from connector.install import install
 from connector.metrics import Metrics
 from connector.parking import Drainer
@@ -290,7 +291,7 @@ class Connector:
                 # A parked publisher's messages queue behind what it already has waiting.
                 waiting = [Parked(m, None, 0) for m in messages if m.publisher in self._parked]
                 direct = [m for m in messages if m.publisher not in self._parked]
-                outcome = await self.engine.deliver(direct) if direct else Outcome()
+                outcome = await self._deliver(direct) if direct else Outcome()
                 await self.source.ack(batch, outcome.dead, waiting + outcome.parked)
             except BaseException:
                 await self.source.nack(batch)
@@ -314,6 +315,24 @@ class Connector:
             self.stats.dead_letters += len(outcome.dead)
             self.stats.parked += len(waiting) + len(outcome.parked)
             log.debug("batch_delivered", events=len(batch.events), messages=len(messages))
+
+    async def _deliver(self, messages: list[Message]) -> Outcome:
+        """Deliver, unless the database connection dies meanwhile: then this instance may no
+        longer be the only active one, so publishing stops at once (the batch rolls back
+        and is delivered again by whoever holds the lock: duplicates, never a loss)."""
+        delivery = asyncio.ensure_future(self.engine.deliver(messages))
+        lost = asyncio.ensure_future(self.source.lost.wait())
+        try:
+            await asyncio.wait({delivery, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            if not delivery.done():
+                delivery.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await delivery
+        if delivery.cancelled():
+            raise SourceDisconnected("database connection lost while publishing; stopped")
+        return delivery.result()
 
     def _park(self, name: str, failing: PublishError | None = None) -> None:
         """From now on ``name``'s messages are parked, and drained by their own task."""

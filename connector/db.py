@@ -13,6 +13,13 @@ import asyncpg
 from connector.config import ConfigError, PostgresConfig
 
 
+# Let the server, too, notice within seconds when our side of a connection is gone (a crashed
+# host, a cut network): it then ends the session, which frees the consumer lock for a standby.
+# Over a Unix socket PostgreSQL ignores these.
+SERVER_TCP = {"tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2",
+              "tcp_keepalives_count": "3", "tcp_user_timeout": "10000"}
+
+
 class DatabaseError(Exception):
     """PostgreSQL could not be reached or refused us; the message is safe to print."""
 
@@ -53,7 +60,7 @@ async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
             dsn=cfg.dsn,
             **parts,
             timeout=cfg.connect_timeout,
-            server_settings={"application_name": application_name(cfg)},
+            server_settings={"application_name": application_name(cfg), **SERVER_TCP},
             **kwargs,
         )
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ class Batch:
 
 
 class Source(ABC):
+    #: set once the database connection is lost or stops answering (a liveness check):
+    #: whoever publishes for this source must stop at once, another instance may take over
+    lost: asyncio.Event
     @abstractmethod
     async def open(self) -> None:
         """Connect. Raises connector.db.DatabaseError when the database cannot be reached."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 import structlog
@@ -30,12 +30,15 @@ from connector.sources.base import Backlog, Batch, Source, SourceDisconnected
 from connector.sql import Queries
 
 log = structlog.get_logger("pgconnector.source")
+T = TypeVar("T")
 
 WAKE_CHANNEL = "pgconnector_wakeup"
 _FIRST_BACKOFF = 0.002  # first idle poll after activity, seconds
 # While idle, next_batch returns an empty batch this often (and after a wake-up that found
 # nothing to claim), so the consumer can look after other things on this connection.
 HOUSEKEEPING = 5.0
+# A claim or commit taking longer than this is taken for a dead connection.
+OPERATION_TIMEOUT = 60.0
 
 # OperatorInterventionError covers "terminating connection due to administrator command"
 # (a restart or pg_terminate_backend), which arrives as a server error, not a socket error.
@@ -61,20 +64,79 @@ class TriggerSource(Source):
         self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
         self._lock_key: int | None = None
         self._returned = time.monotonic()  # when next_batch last returned
+        self._io = asyncio.Lock()
+        self._io_since: float | None = None  # when the operation in progress started
+        self._last_io = time.monotonic()  # when the last operation ended
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self.lost = asyncio.Event()  # set once the connection is lost or unresponsive
 
     async def open(self) -> None:
         self._lost = False
+        self.lost = asyncio.Event()
         self._keys.clear()
         self._conn = await db.connect(self.pg)
         self._conn.add_termination_listener(self._on_terminated)
         await self._conn.add_listener(WAKE_CHANNEL, self._on_notify)
+        self._last_io = time.monotonic()
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="pg-liveness")
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()
 
     def _on_terminated(self, *_: Any) -> None:
         self._lost = True
+        self.lost.set()
         self._wake.set()
+
+    def _declare_lost(self, reason: str) -> None:
+        """The connection does not answer: drop it (the lock dies with its session, on the
+        server's side as soon as it notices) and make everything waiting on it fail now."""
+        if self._lost:
+            return
+        log.warning("database_unresponsive", reason=reason)
+        self._on_terminated()
+        if self._conn is not None:
+            self._conn.terminate()
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Every use of the connection goes through here, one at a time (asyncpg allows no
+        overlap), so the liveness check knows when it is busy and since when."""
+        async with self._io:
+            self._io_since = time.monotonic()
+            try:
+                return await fn(*args)
+            finally:
+                self._io_since = None
+                self._last_io = time.monotonic()
+
+    async def _heartbeat(self) -> None:
+        """A half-open connection (a cut network that resets nothing) would hang the next
+        query for minutes: ping it whenever it has been quiet for ``liveness_interval``,
+        also while a batch is being published (inside its transaction), and give up after
+        ``liveness_timeout``. Pinging also keeps the session's state_change fresh, which a
+        standby reads to tell a live active instance from an unresponsive one."""
+        interval, timeout = self.capture.liveness_interval, self.capture.liveness_timeout
+        while not self._lost:
+            await asyncio.sleep(interval / 4)
+            busy_since = self._io_since
+            if busy_since is not None:
+                if time.monotonic() - busy_since > max(OPERATION_TIMEOUT, timeout):
+                    self._declare_lost(f"no answer for {OPERATION_TIMEOUT:g} s")
+                continue
+            if time.monotonic() - self._last_io < interval or self._io.locked():
+                continue
+            try:
+                await asyncio.wait_for(self._call(self.conn.fetchval, "SELECT 1"), timeout)
+            except SourceDisconnected:
+                return
+            except TimeoutError:
+                self._declare_lost(f"no answer to a liveness check within {timeout:g} s")
+            except _CONNECTION_ERRORS as exc:
+                self._declare_lost(str(exc) or type(exc).__name__)
+
+    async def _rollback_quietly(self, tx: Any) -> None:
+        with contextlib.suppress(Exception):  # a lost connection has rolled back already
+            await self._call(tx.rollback)
 
     @property
     def conn(self) -> asyncpg.Connection:
@@ -92,15 +154,15 @@ class TriggerSource(Source):
     async def parked_among(self, publishers: Sequence[str]) -> set[str]:
         """Which of ``publishers`` have parked messages (not in a claim transaction)."""
         try:
-            rows = await self.conn.fetch(self.q.get("parked_among"), list(publishers))
+            rows = await self._call(self.conn.fetch, self.q.get("parked_among"), list(publishers))
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
         return {r["name"] for r in rows}
 
     async def backlog(self) -> Backlog:
         try:
-            row = await self.conn.fetchrow(self.q.get("backlog"))
-            parked = await self.conn.fetch(self.q.get("parked_publishers"))
+            row = await self._call(self.conn.fetchrow, self.q.get("backlog"))
+            parked = await self._call(self.conn.fetch, self.q.get("parked_publishers"))
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
         assert row is not None
@@ -111,26 +173,47 @@ class TriggerSource(Source):
         """Inside the open claim transaction (which has parked nothing yet), so the answer
         holds until this batch parks something."""
         try:
-            return bool(await self.conn.fetchval(self.q.get("parked_exists"), publisher))
+            return bool(await self._call(self.conn.fetchval, self.q.get("parked_exists"),
+                                         publisher))
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
 
     async def acquire(self, on_standby: Callable[[Any], None] | None = None) -> None:
         try:
-            key = await self.conn.fetchval(self.q.get("consumer_key"), self.pg.schema)
+            key = await self._call(self.conn.fetchval, self.q.get("consumer_key"), self.pg.schema)
             self._lock_key = key
             announced = False
             while not self._interrupted:
-                if await self.conn.fetchval(self.q.get("try_consumer_lock"), key):
+                if await self._call(self.conn.fetchval, self.q.get("try_consumer_lock"), key):
                     return
+                holder = await self._call(self.conn.fetchrow, self.q.get("active_consumer"),
+                                          key)
+                if holder is not None and await self._unresponsive(holder):
+                    continue  # try again at once
                 if not announced:
-                    holder = await self.conn.fetchrow(self.q.get("active_consumer"), key)
                     if on_standby is not None:
                         on_standby(dict(holder) if holder else None)
                     announced = True
                 await self._sleep(self.capture.standby_retry)
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+
+    async def _unresponsive(self, holder: asyncpg.Record) -> bool:
+        """The active instance pings its session at least every liveness_interval and gives
+        up on it after liveness_timeout; a session idle far longer than both belongs to an
+        instance that lost its connection without the server noticing (a half-open network
+        cut). End it, so its lock is freed; it has stopped publishing already. True when it
+        was ended."""
+        idle = holder["idle_seconds"]
+        if idle is None or idle < self.capture.takeover_after:
+            return False
+        ended = await self._call(self.conn.fetchval, "SELECT pg_catalog.pg_terminate_backend($1)",
+                                 holder["pid"])
+        log.warning("took_over_unresponsive_consumer", pid=holder["pid"],
+                    active=holder["application_name"], idle_seconds=round(idle, 1),
+                    ended=bool(ended))
+        await asyncio.sleep(0.1)  # the backend exits asynchronously
+        return bool(ended)
 
     async def _sleep(self, seconds: float) -> bool:
         """Wait for a wake-up or the timeout; True when woken."""
@@ -158,7 +241,8 @@ class TriggerSource(Source):
                     if self._interrupted:
                         return None
                     self.conn  # noqa: B018 - raises if the connection died while we slept
-                    if not woken and not await self.conn.fetchval(self.q.get("pending")):
+                    if not woken and not await self._call(self.conn.fetchval,
+                                                          self.q.get("pending")):
                         self._delay = min(max(self._delay * 2, _FIRST_BACKOFF),
                                           self.capture.poll_interval)
                         if time.monotonic() - self._returned >= HOUSEKEEPING:
@@ -191,20 +275,20 @@ class TriggerSource(Source):
 
     async def _claim(self) -> Batch | None:
         tx = self.conn.transaction()
-        await tx.start()
+        await self._call(tx.start)
         try:
-            rows = await self.conn.fetch(self._claim_sql, self.capture.batch_size,
+            rows = await self._call(self.conn.fetch, self._claim_sql, self.capture.batch_size,
                                          self.capture.max_batch_bytes)
         except BaseException:
-            await _rollback_quietly(tx)
+            await self._rollback_quietly(tx)
             raise
         if not rows:
-            await tx.rollback()
+            await self._call(tx.rollback)
             return None
         try:
             keys = await self._key_columns({(r["schema_name"], r["table_name"]) for r in rows})
         except BaseException:
-            await _rollback_quietly(tx)
+            await self._rollback_quietly(tx)
             raise
         events = [ChangeEvent(r["id"], r["schema_name"], r["table_name"], r["op"],
                               r["payload"].encode(),
@@ -219,7 +303,7 @@ class TriggerSource(Source):
         change while streaming is picked up after the next reconnect)."""
         missing = [t for t in tables if t not in self._keys]
         if missing:
-            rows = await self.conn.fetch(self.q.get("primary_keys"),
+            rows = await self._call(self.conn.fetch, self.q.get("primary_keys"),
                                          [t[0] for t in missing], [t[1] for t in missing])
             found = {(r["schema_name"], r["table_name"]): tuple(r["columns"]) for r in rows}
             for t in missing:
@@ -230,19 +314,25 @@ class TriggerSource(Source):
                   parked: Sequence[Parked] = ()) -> None:
         try:
             if dead_letters:
-                await self.conn.execute(self.q.get("dead_letter"),
+                await self._call(self.conn.execute, self.q.get("dead_letter"),
                                         *dead_letter_args(dead_letters))
             if parked:
-                await self.conn.execute(self.q.get("park"), *park_args(parked))
-            await batch.handle.commit()
+                await self._call(self.conn.execute, self.q.get("park"), *park_args(parked))
+            await self._call(batch.handle.commit)
         except _CONNECTION_ERRORS as exc:
             # Whether the commit landed is unknown: the batch may be delivered again.
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
 
     async def nack(self, batch: Batch) -> None:
-        await _rollback_quietly(batch.handle)
+        with contextlib.suppress(Exception):  # a lost connection has rolled back already
+            await self._call(batch.handle.rollback)
 
     async def close(self) -> None:
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._heartbeat_task
+            self._heartbeat_task = None
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             try:
@@ -250,8 +340,3 @@ class TriggerSource(Source):
             except Exception:
                 conn.terminate()
 
-
-async def _rollback_quietly(tx: Any) -> None:
-    # When the connection is gone the server has rolled back already.
-    with contextlib.suppress(Exception):
-        await tx.rollback()
