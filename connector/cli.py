@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import asyncpg
 import typer
 
 from connector import __version__, logs
@@ -62,6 +63,11 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
         raise typer.Exit(EXIT_CONFIG) from None
     except DatabaseError as exc:
         fail(str(exc))
+    except asyncpg.InsufficientPrivilegeError as exc:
+        fail(f"PostgreSQL refused: {exc} (README: Database privileges)")
+    except asyncpg.PostgresError as exc:
+        # PostgreSQL's messages never carry the connection's password.
+        fail(f"PostgreSQL: {type(exc).__name__}: {exc}")
 
 
 async def _call(coro_fn: Callable[[], Awaitable[T]]) -> T:

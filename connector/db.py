@@ -12,7 +12,6 @@ import asyncpg
 
 from connector.config import ConfigError, PostgresConfig
 
-
 # Let the server, too, notice within seconds when our side of a connection is gone (a crashed
 # host, a cut network): it then ends the session, which frees the consumer lock for a standby.
 # Over a Unix socket PostgreSQL ignores these.

@@ -161,5 +161,7 @@ async def status(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
         "active_consumer": None if active is None else {
             "pid": active["pid"], "application_name": active["application_name"],
             "client_addr": active["client_addr"],
-            "since": active["backend_start"].isoformat()},
+            # Another role's session hides these (unless pg_read_all_stats): null then.
+            "since": None if active["backend_start"] is None
+            else active["backend_start"].isoformat()},
     }

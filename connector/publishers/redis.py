@@ -37,6 +37,20 @@ class RedisPublisher(Publisher):
             self.url, socket_timeout=timeout, socket_connect_timeout=timeout,
             health_check_interval=30)
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> list[str]:
+        """What the schema's pattern cannot see: a URL redis-py would refuse at start."""
+        url = options.get("url")
+        if not isinstance(url, str):
+            return []
+        try:
+            aioredis.Redis.from_url(url)
+        except ValueError as exc:
+            # redis-py's message may quote the URL: name the problem, never the URL.
+            reason = "invalid port" if "port" in str(exc).lower() else "malformed URL"
+            return [f".url: {reason}"]
+        return []
+
     async def open(self) -> None:
         try:
             await self._client.ping()

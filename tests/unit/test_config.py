@@ -185,3 +185,11 @@ def test_server_section_values() -> None:
 def test_server_section_problems_name_the_key(server: dict[str, object], expected: str) -> None:
     got = problems({**GOOD, "server": server})
     assert len(got) == 1 and got[0].startswith(expected), got
+
+
+def test_redis_url_with_a_bad_port_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Config.from_dict({"publishers": {"c": {"type": "redis",
+                                               "url": "redis://:s3cret@host:notaport/0"}},
+                          "routes": [{"table": "t", "publisher": "c", "channel": "c"}]})
+    assert exc.value.problems == ["publishers.c.url: invalid port"]
