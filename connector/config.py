@@ -85,7 +85,7 @@ class RetryConfig:
     max_attempts: int | None = None  # None: no limit
     max_age: float | None = None  # seconds since the first failed attempt; None: no limit
     initial_backoff: float = 0.5
-    max_backoff: float = 30.0
+    max_backoff: float = 10.0  # bounds how late delivery resumes after an outage
 
 
 @dataclass(frozen=True)

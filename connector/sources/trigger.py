@@ -65,7 +65,6 @@ class TriggerSource(Source):
         self._lock_key: int | None = None
         self._returned = time.monotonic()  # when next_batch last returned
         self._io = asyncio.Lock()
-        self._io_since: float | None = None  # when the operation in progress started
         self._last_io = time.monotonic()  # when the last operation ended
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.lost = asyncio.Event()  # set once the connection is lost or unresponsive
@@ -98,15 +97,21 @@ class TriggerSource(Source):
         if self._conn is not None:
             self._conn.terminate()
 
-    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                    long: bool = False) -> T:
         """Every use of the connection goes through here, one at a time (asyncpg allows no
-        overlap), so the liveness check knows when it is busy and since when."""
+        overlap). Each is bounded: a small query by ``liveness_timeout``, a claim, commit or
+        other bulk statement (``long``) by OPERATION_TIMEOUT; past that the connection is
+        taken for dead (a half-open network cut would otherwise hang it for minutes)."""
+        limit = OPERATION_TIMEOUT if long else self.capture.liveness_timeout
         async with self._io:
-            self._io_since = time.monotonic()
             try:
-                return await fn(*args)
+                return await asyncio.wait_for(fn(*args), limit)
+            except TimeoutError:
+                self._declare_lost(f"no answer within {limit:g} s")
+                raise SourceDisconnected(f"no answer from PostgreSQL within {limit:g} s"
+                                         ) from None
             finally:
-                self._io_since = None
                 self._last_io = time.monotonic()
 
     async def _heartbeat(self) -> None:
@@ -115,22 +120,15 @@ class TriggerSource(Source):
         also while a batch is being published (inside its transaction), and give up after
         ``liveness_timeout``. Pinging also keeps the session's state_change fresh, which a
         standby reads to tell a live active instance from an unresponsive one."""
-        interval, timeout = self.capture.liveness_interval, self.capture.liveness_timeout
+        interval = self.capture.liveness_interval
         while not self._lost:
             await asyncio.sleep(interval / 4)
-            busy_since = self._io_since
-            if busy_since is not None:
-                if time.monotonic() - busy_since > max(OPERATION_TIMEOUT, timeout):
-                    self._declare_lost(f"no answer for {OPERATION_TIMEOUT:g} s")
-                continue
             if time.monotonic() - self._last_io < interval or self._io.locked():
-                continue
+                continue  # recently used, or in use: each use is bounded on its own
             try:
-                await asyncio.wait_for(self._call(self.conn.fetchval, "SELECT 1"), timeout)
+                await self._call(self.conn.fetchval, "SELECT 1")
             except SourceDisconnected:
                 return
-            except TimeoutError:
-                self._declare_lost(f"no answer to a liveness check within {timeout:g} s")
             except _CONNECTION_ERRORS as exc:
                 self._declare_lost(str(exc) or type(exc).__name__)
 
@@ -154,15 +152,17 @@ class TriggerSource(Source):
     async def parked_among(self, publishers: Sequence[str]) -> set[str]:
         """Which of ``publishers`` have parked messages (not in a claim transaction)."""
         try:
-            rows = await self._call(self.conn.fetch, self.q.get("parked_among"), list(publishers))
+            rows = await self._call(self.conn.fetch, self.q.get("parked_among"),
+                                    list(publishers))
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
         return {r["name"] for r in rows}
 
     async def backlog(self) -> Backlog:
         try:
-            row = await self._call(self.conn.fetchrow, self.q.get("backlog"))
-            parked = await self._call(self.conn.fetch, self.q.get("parked_publishers"))
+            row = await self._call(self.conn.fetchrow, self.q.get("backlog"), long=True)
+            parked = await self._call(self.conn.fetch, self.q.get("parked_publishers"),
+                                      long=True)
         except _CONNECTION_ERRORS as exc:
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
         assert row is not None
@@ -180,7 +180,8 @@ class TriggerSource(Source):
 
     async def acquire(self, on_standby: Callable[[Any], None] | None = None) -> None:
         try:
-            key = await self._call(self.conn.fetchval, self.q.get("consumer_key"), self.pg.schema)
+            key = await self._call(self.conn.fetchval, self.q.get("consumer_key"),
+                                   self.pg.schema)
             self._lock_key = key
             announced = False
             while not self._interrupted:
@@ -207,8 +208,8 @@ class TriggerSource(Source):
         idle = holder["idle_seconds"]
         if idle is None or idle < self.capture.takeover_after:
             return False
-        ended = await self._call(self.conn.fetchval, "SELECT pg_catalog.pg_terminate_backend($1)",
-                                 holder["pid"])
+        ended = await self._call(self.conn.fetchval,
+                                 "SELECT pg_catalog.pg_terminate_backend($1)", holder["pid"])
         log.warning("took_over_unresponsive_consumer", pid=holder["pid"],
                     active=holder["application_name"], idle_seconds=round(idle, 1),
                     ended=bool(ended))
@@ -278,7 +279,7 @@ class TriggerSource(Source):
         await self._call(tx.start)
         try:
             rows = await self._call(self.conn.fetch, self._claim_sql, self.capture.batch_size,
-                                         self.capture.max_batch_bytes)
+                                         self.capture.max_batch_bytes, long=True)
         except BaseException:
             await self._rollback_quietly(tx)
             raise
@@ -315,10 +316,11 @@ class TriggerSource(Source):
         try:
             if dead_letters:
                 await self._call(self.conn.execute, self.q.get("dead_letter"),
-                                        *dead_letter_args(dead_letters))
+                                 *dead_letter_args(dead_letters), long=True)
             if parked:
-                await self._call(self.conn.execute, self.q.get("park"), *park_args(parked))
-            await self._call(batch.handle.commit)
+                await self._call(self.conn.execute, self.q.get("park"), *park_args(parked),
+                                 long=True)
+            await self._call(batch.handle.commit, long=True)
         except _CONNECTION_ERRORS as exc:
             # Whether the commit landed is unknown: the batch may be delivered again.
             raise SourceDisconnected(str(exc) or type(exc).__name__) from None
