@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -303,3 +303,21 @@ class StuckRedis(LoopbackServer):
             return
         finally:
             writer.close()
+
+
+@contextlib.asynccontextmanager
+async def daemon_factory() -> AsyncIterator[Callable[..., Daemon]]:
+    """Make ``Daemon``s; any still running on leaving is killed."""
+    made: list[Daemon] = []
+
+    def make(config: Path, workdir: Path, **kwargs: Any) -> Daemon:
+        d = Daemon(config, workdir, **kwargs)
+        made.append(d)
+        return d
+
+    try:
+        yield make
+    finally:
+        for d in made:
+            if d.proc is not None:
+                await d.kill()

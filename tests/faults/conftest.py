@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.support import Daemon
+from tests.e2e.support import Daemon, daemon_factory
 from tests.faults.checker import REPORTS, ScenarioReport
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import Harness
@@ -93,17 +93,8 @@ def proxy(pg_cluster: PostgresCluster) -> Iterator[TcpProxy]:
 @pytest.fixture
 async def daemons(faults_db: str) -> AsyncIterator[Callable[..., Daemon]]:
     """Make ``Daemon``s; any still running at the end is killed (before the database goes)."""
-    made: list[Daemon] = []
-
-    def make(config: Path, workdir: Path, **kwargs: Any) -> Daemon:
-        d = Daemon(config, workdir, **kwargs)
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        if d.proc is not None:
-            await d.kill()
+    async with daemon_factory() as make:
+        yield make
 
 
 @pytest.fixture
