@@ -7,6 +7,7 @@ connection, so an invalid file never touches the database.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -52,8 +53,8 @@ class ChannelTemplate:
     source: str
     parts: tuple[tuple[str, str | None], ...]  # (literal, field or None)
 
-    @property
-    def columns(self) -> frozenset[str]:
+    @functools.cached_property
+    def columns(self) -> frozenset[str]:  # read per event by the router: computed once
         return frozenset(f for _, f in self.parts if f is not None and f not in BUILTIN_FIELDS)
 
 

@@ -1,13 +1,12 @@
-"""Redis: PUBLISH (pubsub mode) or XADD (stream mode), one pipelined round trip per batch."""
+"""Redis: PUBLISH (pubsub mode) or XADD (stream mode), one pipelined round trip per batch
+(connector/publishers/resp.py)."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis import exceptions as rexc
+import hiredis
 
 from connector.events import Message
 from connector.publishers.base import (
@@ -17,6 +16,7 @@ from connector.publishers.base import (
     PublishError,
     RetryableError,
 )
+from connector.publishers.resp import Command, RespConnection, RespError
 
 # Server replies that mean "not now" rather than "never".
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
@@ -32,19 +32,17 @@ class RedisPublisher(Publisher):
         self.mode: str = options.get("mode", "pubsub")
         self.maxlen: int | None = options.get("maxlen")
         self.field: str = options.get("field", "event")
-        timeout = float(options.get("timeout", 5))
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            self.url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            health_check_interval=30)
+        self.timeout = float(options.get("timeout", 5))
+        self._conn = RespConnection(self.url, self.timeout)
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
-        """What the schema's pattern cannot see: a URL redis-py would refuse at start."""
+        """What the schema's pattern cannot see: a URL that cannot be parsed."""
         url = options.get("url")
         if not isinstance(url, str):
             return []
         try:
-            aioredis.Redis.from_url(url)
+            RespConnection(url, 1.0)
         except ValueError as exc:
             # redis-py's message may quote the URL: name the problem, never the URL.
             reason = "invalid port" if "port" in str(exc).lower() else "malformed URL"
@@ -53,29 +51,27 @@ class RedisPublisher(Publisher):
 
     async def open(self) -> None:
         try:
-            await self._client.ping()
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            raise RetryableError(f"redis unreachable: {_safe(exc)}") from None
-        except rexc.AuthenticationError as exc:
-            raise PermanentError(f"redis rejected the credentials: {_safe(exc)}") from None
+            await self._conn.execute([("PING",)])
+        except RespError as exc:
+            raise RetryableError(f"redis unreachable: {exc}") from None
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        pipe = self._client.pipeline(transaction=False)
         if self.mode == "stream":
-            for m in messages:
-                pipe.xadd(m.channel, {self.field: m.payload, "op": m.name},
-                          maxlen=self.maxlen, approximate=True)
+            trim: tuple[str, ...] = () if self.maxlen is None else ("MAXLEN", "~",
+                                                                     str(self.maxlen))
+            commands: list[Command] = [
+                ("XADD", m.channel, *trim, "*", self.field, m.payload, "op", m.name)
+                for m in messages]
         else:
-            for m in messages:
-                pipe.publish(m.channel, m.payload)
+            commands = [("PUBLISH", m.channel, m.payload) for m in messages]
         try:
-            results = await pipe.execute(raise_on_error=False)
-        except (rexc.ConnectionError, rexc.TimeoutError, OSError) as exc:
-            raise RetryableError(f"redis: {_safe(exc)}") from None
+            results = await self._conn.execute(commands)
+        except RespError as exc:
+            raise RetryableError(f"redis: {exc}") from None
         failures: dict[int, PublishError] = {}
         for i, result in enumerate(results):
-            if isinstance(result, Exception):
-                text = _safe(result)
+            if isinstance(result, hiredis.ReplyError):
+                text = str(result)
                 failures[i] = (RetryableError(f"redis: {text}")
                                if text.startswith(_TRANSIENT_REPLIES) else
                                PermanentError(f"redis: {text}"))
@@ -83,11 +79,4 @@ class RedisPublisher(Publisher):
             raise PartialFailure(failures)
 
     async def close(self) -> None:
-        # Closing a broken connection is not an error worth reporting.
-        with contextlib.suppress(Exception):
-            await self._client.aclose()
-
-
-def _safe(exc: BaseException) -> str:
-    """redis-py's messages name host and port, never the URL's password; keep it that way."""
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        self._conn.close()
