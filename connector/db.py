@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,7 +48,8 @@ def application_name(cfg: PostgresConfig) -> str:
     return cfg.application_name or f"pgconnector@{socket.gethostname()}:{os.getpid()}"[:63]
 
 
-async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
+async def connect(cfg: PostgresConfig, settings: Mapping[str, str] | None = None,
+                  **kwargs: Any) -> asyncpg.Connection:
     """A connection, or :class:`DatabaseError` with a one-line, secret-free reason."""
     target = describe_target(cfg)
     parts = {k: v for k in ("host", "port", "user", "password", "database")
@@ -59,7 +61,8 @@ async def connect(cfg: PostgresConfig, **kwargs: Any) -> asyncpg.Connection:
             dsn=cfg.dsn,
             **parts,
             timeout=cfg.connect_timeout,
-            server_settings={"application_name": application_name(cfg), **SERVER_TCP},
+            server_settings={"application_name": application_name(cfg), **SERVER_TCP,
+                             **(settings or {})},
             **kwargs,
         )
     except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as exc:
