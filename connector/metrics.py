@@ -102,9 +102,9 @@ class Metrics:
     # ------------------------------------------------------------------ per batch
 
     def batch_claimed(self, events: Iterable[ChangeEvent]) -> None:
-        for (table, op), n in collections.Counter(
-                (f"{e.schema}.{e.table}", e.op) for e in events).items():
-            self.events_captured(table, op, n)
+        for (schema, table, op), n in collections.Counter(
+                (e.schema, e.table, e.op) for e in events).items():
+            self.events_captured(f"{schema}.{table}", op, n)
 
     def publish_attempt(self, publisher: str, messages: Sequence[Message],
                         failures: Mapping[int, Exception], seconds: float) -> None:
