@@ -118,8 +118,9 @@ class Drainer:
         failures = 0 if failing is None else 1
         conn: asyncpg.Connection | None = None
         if failing is not None:
-            await self._sleep(max(backoff(1, self.retry.initial_backoff, self.retry.max_backoff),
-                                  getattr(failing, "retry_after", 0.0)))
+            await asyncio.sleep(max(backoff(1, self.retry.initial_backoff,
+                                            self.retry.max_backoff),
+                                    getattr(failing, "retry_after", 0.0)))
         try:
             while True:
                 try:
@@ -136,6 +137,11 @@ class Drainer:
                         conn = None
                     await self._sleep(IDLE_POLL)
                     continue
+                except Exception as exc:  # a bug here must not end the drain for good
+                    log.error("drain_failed", publisher=self.name,
+                              error=f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(IDLE_POLL)
+                    continue
                 if wait is None:  # delivered something: go on at once
                     failures = 0
                     continue
@@ -144,8 +150,10 @@ class Drainer:
                     await self._sleep(IDLE_POLL)
                     continue
                 failures += 1
-                await self._sleep(max(wait, backoff(failures, self.retry.initial_backoff,
-                                                    self.retry.max_backoff)))
+                # Not cut short by wake(): more parked messages do not make the publisher
+                # any likelier to be back (that would retry it once per batch).
+                await asyncio.sleep(max(wait, backoff(failures, self.retry.initial_backoff,
+                                                      self.retry.max_backoff)))
         finally:
             if conn is not None and not conn.is_closed():
                 conn.terminate()

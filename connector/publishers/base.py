@@ -167,7 +167,7 @@ class RetryPolicy:
 def backoff(attempt: int, initial: float, ceiling: float) -> float:
     """The wait after failed attempt number ``attempt`` (1-based): doubling from ``initial``
     up to ``ceiling``, half of it random."""
-    top = min(ceiling, initial * 2.0 ** (attempt - 1))
+    top = min(ceiling, initial * 2.0 ** min(attempt - 1, 40))  # 2.0 ** 1024 overflows
     return top / 2 + random.uniform(0, top / 2)
 
 

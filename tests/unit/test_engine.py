@@ -16,6 +16,7 @@ from connector.publishers.base import (
     Publisher,
     RetryableError,
     RetryPolicy,
+    backoff,
     publisher_class,
 )
 
@@ -106,3 +107,11 @@ def test_registry() -> None:
     assert publisher_class("stdout").type_name == "stdout"
     with pytest.raises(LookupError, match="unknown publisher type 'nope'"):
         publisher_class("nope")
+
+
+def test_backoff_stays_bounded_after_any_number_of_attempts() -> None:
+    # A publisher down for hours is retried thousands of times: 2.0 ** 1024 would overflow.
+    for attempt in (1, 2, 10, 1024, 1025, 100_000):
+        wait = backoff(attempt, 0.5, 10.0)
+        assert 0.25 <= wait <= 10.0
+    assert backoff(1, 0.5, 10.0) <= 0.5
