@@ -22,9 +22,13 @@ lint: $(BIN)/pgconnector
 test: lint
 	$(BIN)/pytest
 
+# `make bench` writes bench/RESULTS.md and bench/results.png (about half an hour on 2 cores);
+# options go through BENCH_ARGS, e.g. `make bench BENCH_ARGS="--only P3,P5"`.
 bench: $(BIN)/pgconnector
-	$(BIN)/python bench/run.py
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# Under a minute; results in /tmp, the committed ones stay.
 bench-smoke: $(BIN)/pgconnector
 	$(BIN)/python bench/run.py --smoke --output /tmp/pgconnector-bench-smoke.md
 

@@ -1,0 +1,1 @@
+"""pgconnector's benchmark harness; ``bench/run.py`` is the entry point (see README, Benchmarks)."""
