@@ -62,7 +62,6 @@ class TriggerSource(Source):
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
         self._interrupted = False
-        self._lost = False
         self._delay = 0.0
         self._full = False
         self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -74,7 +73,6 @@ class TriggerSource(Source):
         self.lost = asyncio.Event()  # set once the connection is lost or unresponsive
 
     async def open(self) -> None:
-        self._lost = False
         self.lost = asyncio.Event()
         self._keys.clear()
         self._conn = await db.connect(self.pg, settings=CONSUMER_SETTINGS)
@@ -87,14 +85,13 @@ class TriggerSource(Source):
         self._wake.set()
 
     def _on_terminated(self, *_: Any) -> None:
-        self._lost = True
         self.lost.set()
         self._wake.set()
 
     def _declare_lost(self, reason: str) -> None:
         """The connection does not answer: drop it (the lock dies with its session, on the
         server's side as soon as it notices) and make everything waiting on it fail now."""
-        if self._lost:
+        if self.lost.is_set():
             return
         log.warning("database_unresponsive", reason=reason)
         self._on_terminated()
@@ -106,7 +103,8 @@ class TriggerSource(Source):
         """Every use of the connection goes through here, one at a time (asyncpg allows no
         overlap). Each is bounded: a small query by ``liveness_timeout``, a claim, commit or
         other bulk statement (``long``) by OPERATION_TIMEOUT; past that the connection is
-        taken for dead (a half-open network cut would otherwise hang it for minutes)."""
+        taken for dead (a half-open network cut would otherwise hang it for minutes). Any
+        connection failure comes out as SourceDisconnected."""
         limit = OPERATION_TIMEOUT if long else self.capture.liveness_timeout
         async with self._io:
             try:
@@ -115,6 +113,8 @@ class TriggerSource(Source):
                 self._declare_lost(f"no answer within {limit:g} s")
                 raise SourceDisconnected(f"no answer from PostgreSQL within {limit:g} s"
                                          ) from None
+            except _CONNECTION_ERRORS as exc:
+                raise SourceDisconnected(str(exc) or type(exc).__name__) from None
             finally:
                 self._last_io = time.monotonic()
 
@@ -125,16 +125,15 @@ class TriggerSource(Source):
         ``liveness_timeout``. Pinging also keeps the session's state_change fresh, which a
         standby reads to tell a live active instance from an unresponsive one."""
         interval = self.capture.liveness_interval
-        while not self._lost:
+        while not self.lost.is_set():
             await asyncio.sleep(interval / 4)
             if time.monotonic() - self._last_io < interval or self._io.locked():
                 continue  # recently used, or in use: each use is bounded on its own
             try:
                 await self._call(self.conn.fetchval, "SELECT 1")
-            except SourceDisconnected:
+            except SourceDisconnected as exc:
+                self._declare_lost(str(exc))  # nothing to do if it is known already
                 return
-            except _CONNECTION_ERRORS as exc:
-                self._declare_lost(str(exc) or type(exc).__name__)
 
     async def _rollback_quietly(self, tx: Any) -> None:
         with contextlib.suppress(Exception):  # a lost connection has rolled back already
@@ -142,7 +141,7 @@ class TriggerSource(Source):
 
     @property
     def conn(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed() or self._lost:
+        if self._conn is None or self._conn.is_closed() or self.lost.is_set():
             raise SourceDisconnected("database connection lost")
         return self._conn
 
@@ -155,20 +154,12 @@ class TriggerSource(Source):
 
     async def parked_among(self, publishers: Sequence[str]) -> set[str]:
         """Which of ``publishers`` have parked messages (not in a claim transaction)."""
-        try:
-            rows = await self._call(self.conn.fetch, self.q.get("parked_among"),
-                                    list(publishers))
-        except _CONNECTION_ERRORS as exc:
-            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        rows = await self._call(self.conn.fetch, self.q.get("parked_among"), list(publishers))
         return {r["name"] for r in rows}
 
     async def backlog(self) -> Backlog:
-        try:
-            row = await self._call(self.conn.fetchrow, self.q.get("backlog"), long=True)
-            parked = await self._call(self.conn.fetch, self.q.get("parked_publishers"),
-                                      long=True)
-        except _CONNECTION_ERRORS as exc:
-            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        row = await self._call(self.conn.fetchrow, self.q.get("backlog"), long=True)
+        parked = await self._call(self.conn.fetch, self.q.get("parked_publishers"), long=True)
         assert row is not None
         return Backlog(row["pending"], row["oldest_age"],
                        {r["publisher"]: r["messages"] for r in parked})
@@ -176,32 +167,24 @@ class TriggerSource(Source):
     async def has_parked(self, publisher: str) -> bool:
         """Inside the open claim transaction (which has parked nothing yet), so the answer
         holds until this batch parks something."""
-        try:
-            return bool(await self._call(self.conn.fetchval, self.q.get("parked_exists"),
-                                         publisher))
-        except _CONNECTION_ERRORS as exc:
-            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        return bool(await self._call(self.conn.fetchval, self.q.get("parked_exists"),
+                                     publisher))
 
     async def acquire(self, on_standby: Callable[[Any], None] | None = None) -> None:
-        try:
-            key = await self._call(self.conn.fetchval, self.q.get("consumer_key"),
-                                   self.pg.schema)
-            self._lock_key = key
-            announced = False
-            while not self._interrupted:
-                if await self._call(self.conn.fetchval, self.q.get("try_consumer_lock"), key):
-                    return
-                holder = await self._call(self.conn.fetchrow, self.q.get("active_consumer"),
-                                          key)
-                if holder is not None and await self._unresponsive(holder):
-                    continue  # try again at once
-                if not announced:
-                    if on_standby is not None:
-                        on_standby(dict(holder) if holder else None)
-                    announced = True
-                await self._sleep(self.capture.standby_retry)
-        except _CONNECTION_ERRORS as exc:
-            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        key = await self._call(self.conn.fetchval, self.q.get("consumer_key"), self.pg.schema)
+        self._lock_key = key
+        announced = False
+        while not self._interrupted:
+            if await self._call(self.conn.fetchval, self.q.get("try_consumer_lock"), key):
+                return
+            holder = await self._call(self.conn.fetchrow, self.q.get("active_consumer"), key)
+            if holder is not None and await self._unresponsive(holder):
+                continue  # try again at once
+            if not announced:
+                if on_standby is not None:
+                    on_standby(dict(holder) if holder else None)
+                announced = True
+            await self._sleep(self.capture.standby_retry)
 
     async def _unresponsive(self, holder: asyncpg.Record) -> bool:
         """The active instance pings its session at least every liveness_interval and gives
@@ -238,41 +221,38 @@ class TriggerSource(Source):
         self._wake.set()
 
     async def next_batch(self) -> Batch | None:
-        try:
-            while not self._interrupted:
-                woken_idle = False
-                if self._delay > 0:
-                    woken = woken_idle = await self._sleep(self._delay)
-                    if self._interrupted:
-                        return None
-                    self.conn  # noqa: B018 - raises if the connection died while we slept
-                    if not woken and not await self._call(self.conn.fetchval,
-                                                          self.q.get("pending")):
-                        self._delay = min(max(self._delay * 2, _FIRST_BACKOFF),
-                                          self.capture.poll_interval)
-                        if time.monotonic() - self._returned >= HOUSEKEEPING:
-                            return self._empty()
-                        continue
-                if self.capture.linger > 0 and not self._full:
-                    # Let a trickle gather into one batch (fewer, larger publishes: Ably
-                    # packing, per-channel rate limits); skipped while batches come full.
-                    await self._sleep(self.capture.linger)
-                    if self._interrupted:
-                        return None
-                batch = await self._claim()
-                if batch is not None:
-                    # Keep claiming without pause while rows keep coming.
-                    self._delay = 0.0 if len(batch.events) else _FIRST_BACKOFF
-                    self._full = len(batch.events) >= self.capture.batch_size
-                    self._returned = time.monotonic()
-                    return batch
-                self._full = False
-                self._delay = max(self._delay, _FIRST_BACKOFF)
-                if woken_idle:  # a wake-up with nothing to claim: maybe a dead-letter retry
-                    return self._empty()
-            return None
-        except _CONNECTION_ERRORS as exc:
-            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        while not self._interrupted:
+            woken_idle = False
+            if self._delay > 0:
+                woken = woken_idle = await self._sleep(self._delay)
+                if self._interrupted:
+                    return None
+                self.conn  # noqa: B018 - raises if the connection died while we slept
+                if not woken and not await self._call(self.conn.fetchval,
+                                                      self.q.get("pending")):
+                    self._delay = min(max(self._delay * 2, _FIRST_BACKOFF),
+                                      self.capture.poll_interval)
+                    if time.monotonic() - self._returned >= HOUSEKEEPING:
+                        return self._empty()
+                    continue
+            if self.capture.linger > 0 and not self._full:
+                # Let a trickle gather into one batch (fewer, larger publishes: Ably
+                # packing, per-channel rate limits); skipped while batches come full.
+                await self._sleep(self.capture.linger)
+                if self._interrupted:
+                    return None
+            batch = await self._claim()
+            if batch is not None:
+                # Keep claiming without pause while rows keep coming.
+                self._delay = 0.0 if len(batch.events) else _FIRST_BACKOFF
+                self._full = len(batch.events) >= self.capture.batch_size
+                self._returned = time.monotonic()
+                return batch
+            self._full = False
+            self._delay = max(self._delay, _FIRST_BACKOFF)
+            if woken_idle:  # a wake-up with nothing to claim: maybe a dead-letter retry
+                return self._empty()
+        return None
 
     def _empty(self) -> Batch:
         self._returned = time.monotonic()
@@ -283,14 +263,10 @@ class TriggerSource(Source):
         await self._call(tx.start)
         try:
             rows = await self._call(self.conn.fetch, self._claim_sql, self.capture.batch_size,
-                                         self.capture.max_batch_bytes, long=True)
-        except BaseException:
-            await self._rollback_quietly(tx)
-            raise
-        if not rows:
-            await self._call(tx.rollback)
-            return None
-        try:
+                                    self.capture.max_batch_bytes, long=True)
+            if not rows:
+                await self._call(tx.rollback)
+                return None
             keys = await self._key_columns({(r["schema_name"], r["table_name"]) for r in rows})
         except BaseException:
             await self._rollback_quietly(tx)
@@ -309,7 +285,7 @@ class TriggerSource(Source):
         missing = [t for t in tables if t not in self._keys]
         if missing:
             rows = await self._call(self.conn.fetch, self.q.get("primary_keys"),
-                                         [t[0] for t in missing], [t[1] for t in missing])
+                                    [t[0] for t in missing], [t[1] for t in missing])
             found = {(r["schema_name"], r["table_name"]): tuple(r["columns"]) for r in rows}
             for t in missing:
                 self._keys[t] = found.get(t, ())
@@ -317,21 +293,18 @@ class TriggerSource(Source):
 
     async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = (),
                   parked: Sequence[Parked] = ()) -> None:
-        try:
-            if dead_letters:
-                await self._call(self.conn.execute, self.q.get("dead_letter"),
-                                 *dead_letter_args(dead_letters), long=True)
-            if parked:
-                await self._call(self.conn.execute, self.q.get("park"), *park_args(parked),
-                                 long=True)
-            await self._call(batch.handle.commit, long=True)
-        except _CONNECTION_ERRORS as exc:
-            # Whether the commit landed is unknown: the batch may be delivered again.
-            raise SourceDisconnected(str(exc) or type(exc).__name__) from None
+        # On SourceDisconnected, whether the commit landed is unknown: the batch may be
+        # delivered again.
+        if dead_letters:
+            await self._call(self.conn.execute, self.q.get("dead_letter"),
+                             *dead_letter_args(dead_letters), long=True)
+        if parked:
+            await self._call(self.conn.execute, self.q.get("park"), *park_args(parked),
+                             long=True)
+        await self._call(batch.handle.commit, long=True)
 
     async def nack(self, batch: Batch) -> None:
-        with contextlib.suppress(Exception):  # a lost connection has rolled back already
-            await self._call(batch.handle.rollback)
+        await self._rollback_quietly(batch.handle)
 
     async def close(self) -> None:
         if self._heartbeat_task is not None:
