@@ -88,6 +88,12 @@ class RetryConfig:
     initial_backoff: float = 0.5
     max_backoff: float = 10.0  # bounds how late delivery resumes after an outage
 
+    def gives_up(self, attempts: int, age: float = 0.0) -> bool:
+        """Whether a message that failed ``attempts`` times, the first ``age`` seconds ago,
+        goes to the dead letters rather than being tried again."""
+        return ((self.max_attempts is not None and attempts >= self.max_attempts)
+                or (self.max_age is not None and age >= self.max_age))
+
 
 @dataclass(frozen=True)
 class PublisherConfig:

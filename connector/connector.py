@@ -288,9 +288,11 @@ class Connector:
                 await self._unpark_drained()
                 assert self.router is not None  # set by start()
                 messages = self.router.route(batch.events)
-                # A parked publisher's messages queue behind what it already has waiting.
-                waiting = [Parked(m, None, 0) for m in messages if m.publisher in self._parked]
-                direct = [m for m in messages if m.publisher not in self._parked]
+                # A parked publisher's messages queue behind what it already has waiting
+                # (sorted out per message only while some publisher is parked).
+                waiting, direct = ([], messages) if not self._parked else (
+                    [Parked(m, None, 0) for m in messages if m.publisher in self._parked],
+                    [m for m in messages if m.publisher not in self._parked])
                 outcome = await self._deliver(direct) if direct else Outcome()
                 await self.source.ack(batch, outcome.dead, waiting + outcome.parked)
             except BaseException:

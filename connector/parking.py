@@ -173,19 +173,18 @@ class Drainer:
         result = await attempt(self.publisher, messages, self.metrics)
         delivered = [r["id"] for i, r in enumerate(rows) if i not in result.failures]
         failed_ids, failed_errors = [], []
-        dead_ids, dead_errors, dead_attempts = [], [], []
+        dead: list[int] = []  # indexes into rows
         for i, err in sorted(result.failures.items()):
-            row, tries = rows[i], rows[i]["attempts"] + 1
-            out_of_attempts = (self.retry.max_attempts is not None
-                               and tries >= self.retry.max_attempts)
-            too_old = self.retry.max_age is not None and row["age"] >= self.retry.max_age
-            if isinstance(err, PermanentError) or out_of_attempts or too_old:
-                dead_ids.append(row["id"])
-                dead_errors.append(str(err))
-                dead_attempts.append(tries)
+            row = rows[i]
+            if isinstance(err, PermanentError) or self.retry.gives_up(row["attempts"] + 1,
+                                                                      row["age"]):
+                dead.append(i)
             else:
                 failed_ids.append(row["id"])
                 failed_errors.append(str(err))
+        dead_ids = [rows[i]["id"] for i in dead]
+        dead_errors = [str(result.failures[i]) for i in dead]
+        dead_attempts = [rows[i]["attempts"] + 1 for i in dead]
         async with conn.transaction():
             if delivered:
                 await conn.execute(self.q.get("parked_delivered"), delivered)
@@ -196,8 +195,8 @@ class Drainer:
                                    dead_attempts)
         for row_id, error in zip(dead_ids, dead_errors, strict=True):
             log.error("dead_lettered", publisher=self.name, parked_id=row_id, error=error)
-        if self.metrics is not None and dead_ids:
-            self.metrics.dead(messages[i] for i, r in enumerate(rows) if r["id"] in dead_ids)
+        if self.metrics is not None and dead:
+            self.metrics.dead(messages[i] for i in dead)
         if failed_ids:
             if failures == 0:
                 log.warning("publisher_still_unavailable", publisher=self.name,

@@ -262,7 +262,7 @@ class DeliveryEngine:
                 return
             error = next(e for e in result.failures.values() if not isinstance(e, PermanentError))
             if n >= tries:
-                if limits.max_attempts is not None and n >= limits.max_attempts:
+                if limits.gives_up(n):
                     outcome.dead += [DeadLetter(m, str(error), n) for m in pending]
                 else:
                     outcome.parked += [Parked(m, str(error), n) for m in pending]

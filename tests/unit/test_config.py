@@ -193,3 +193,12 @@ def test_redis_url_with_a_bad_port_is_a_config_error() -> None:
                                                "url": "redis://:s3cret@host:notaport/0"}},
                           "routes": [{"table": "t", "publisher": "c", "channel": "c"}]})
     assert exc.value.problems == ["publishers.c.url: invalid port"]
+
+
+def test_retry_gives_up_on_attempts_or_age_and_never_by_default() -> None:
+    from connector.config import RetryConfig
+
+    assert not RetryConfig().gives_up(10_000, 1e9)
+    assert RetryConfig(max_attempts=3).gives_up(3) and not RetryConfig(max_attempts=3).gives_up(2)
+    assert RetryConfig(max_age=60).gives_up(1, 60.0)
+    assert not RetryConfig(max_age=60).gives_up(1, 59.9)
