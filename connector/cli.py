@@ -313,7 +313,12 @@ def dead_letters_list(
 
     cfg = load(config)
     sel = _selection(publisher, table, older_than, newer_than, ids, limit)
-    rows = _with_conn(cfg, lambda c: dead_letters.select(c, cfg.postgres.schema, sel))
+
+    async def fetch(c: Any) -> list[Any]:
+        picked = await dead_letters.select(c, cfg.postgres.schema, sel)
+        return await dead_letters.show(c, cfg.postgres.schema, list(picked))
+
+    rows = _with_conn(cfg, fetch)
     for r in rows:
         if as_json:
             item = {k: r[k] for k in ("id", "event_id", "table_schema", "table_name", "op",
@@ -342,12 +347,12 @@ def dead_letters_retry(
 
     cfg = load(config)
     sel = _selection(publisher, table, older_than, newer_than, ids)
-    unknown = sorted({r["publisher"] for r in _with_conn(
-        cfg, lambda c: dead_letters.select(c, cfg.postgres.schema, sel))} - set(cfg.publishers))
+    picked = _with_conn(cfg, lambda c: dead_letters.select(c, cfg.postgres.schema, sel))
+    unknown = sorted(set(picked.values()) - set(cfg.publishers))
     if unknown:
         fail(f"publisher(s) {', '.join(map(repr, unknown))} not in {config}: select others "
              "with --publisher, or purge them")
-    moved = _with_conn(cfg, lambda c: dead_letters.retry(c, cfg.postgres.schema, sel))
+    moved = _with_conn(cfg, lambda c: dead_letters.retry(c, cfg.postgres.schema, list(picked)))
     typer.echo(f"re-queued {moved} dead letter(s)")
 
 
@@ -365,7 +370,12 @@ def dead_letters_purge(
     if sel.empty and not purge_all:
         fail("say which dead letters to purge (--publisher, --table, --older-than, "
              "--newer-than, --id) or --all", EXIT_CONFIG)
-    purged = _with_conn(cfg, lambda c: dead_letters.purge(c, cfg.postgres.schema, sel))
+
+    async def go(c: Any) -> int:
+        picked = await dead_letters.select(c, cfg.postgres.schema, sel)
+        return await dead_letters.purge(c, cfg.postgres.schema, list(picked))
+
+    purged = _with_conn(cfg, go)
     typer.echo(f"purged {purged} dead letter(s)")
 
 

@@ -55,21 +55,26 @@ class Selection:
                 None if self.ids is None else list(self.ids), self.limit)
 
 
-async def select(conn: asyncpg.Connection, schema: str, sel: Selection) -> list[asyncpg.Record]:
-    return list(await conn.fetch(Queries(schema).get("dead_letters_select"), *sel.args()))
+async def select(conn: asyncpg.Connection, schema: str, sel: Selection) -> dict[int, str]:
+    """The selected dead letters' ids (oldest first) and publishers."""
+    rows = await conn.fetch(Queries(schema).get("dead_letters_select"), *sel.args())
+    return {r["id"]: r["publisher"] for r in rows}
 
 
-async def retry(conn: asyncpg.Connection, schema: str, sel: Selection) -> int:
-    """Re-queue the selected dead letters; how many were (one purged meanwhile is not)."""
+async def show(conn: asyncpg.Connection, schema: str, ids: list[int]) -> list[asyncpg.Record]:
+    """Those dead letters in full, payload included."""
+    return list(await conn.fetch(Queries(schema).get("dead_letters_show"), ids))
+
+
+async def retry(conn: asyncpg.Connection, schema: str, ids: list[int]) -> int:
+    """Re-queue dead letters; how many were (one purged meanwhile is not)."""
     q = Queries(schema)
-    ids = [r["id"] for r in await select(conn, schema, sel)]
     moved = len(await conn.fetch(q.get("dead_letters_retry"), ids)) if ids else 0
     if moved:
         await conn.execute(q.get("wakeup"))
     return moved
 
 
-async def purge(conn: asyncpg.Connection, schema: str, sel: Selection) -> int:
+async def purge(conn: asyncpg.Connection, schema: str, ids: list[int]) -> int:
     q = Queries(schema)
-    ids = [r["id"] for r in await select(conn, schema, sel)]
     return len(await conn.fetch(q.get("dead_letters_purge"), ids)) if ids else 0

@@ -1,8 +1,8 @@
--- Dead letters matching the filters, oldest first; a NULL filter matches everything.
+-- Dead letters matching the filters, oldest first (ids and publishers only: retry and purge
+-- never load payloads); a NULL filter matches everything.
 -- $1 publisher, $2 table schema, $3 table name, $4 older than (seconds), $5 newer than
 -- (seconds), $6 ids, $7 most rows.
-SELECT id, event_id, table_schema, table_name, op, publisher, channel, name, error, attempts,
-       failed_at, payload
+SELECT id, publisher
 FROM {schema}.dead_letters
 WHERE ($1::text IS NULL OR publisher = $1)
   AND ($2::text IS NULL OR table_schema = $2)
