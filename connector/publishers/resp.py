@@ -1,10 +1,11 @@
 """A minimal Redis connection for the publish hot path: a batch of commands written in one go,
 their replies read back in order. Packing and parsing are hiredis's (C).
 
-Written by hand for a measured reason: redis-py's pipeline spends about 6 µs of Python per
-PUBLISH packing the command and reading its reply (164,000 messages/s on one core, batches of
-1000), a quarter of the daemon's drain time under py-spy; this does the same in about 1 µs
-(900,000/s). With it the drain to pub/sub went from 32,000 to 53,000 events/s.
+Written by hand for a measured reason: under py-spy, redis-py's pipeline (packing each
+command, reading each reply in Python) was about a quarter of the daemon's drain time. A
+one-off micro-benchmark (batches of 1000 PUBLISH, one core) gave 164,000 messages/s for
+redis-py and 950,000/s for this; the drain of a 200k backlog to pub/sub went from 40,700 to
+53,000 events/s. bench/RESULTS.md's P3 keeps a redis-py pipeline as its reference.
 redis-py still parses the URL, so every URL form it accepts means the same here.
 """
 
