@@ -343,10 +343,13 @@ class Connector:
         pid, key = self.source.lock
         drainer = Drainer(self.publishers[name], self.config.publishers[name].retry,
                           self.config.postgres, pid, key, self.config.capture.batch_size,
-                          metrics=self.metrics)
+                          metrics=self.metrics, on_dead=self._count_dead)
         self._parked[name] = drainer
         self.metrics.set_publisher_up(name, False)
         drainer.start(failing)
+
+    def _count_dead(self, n: int) -> None:
+        self.stats.dead_letters += n
 
     async def _housekeeping(self) -> None:
         """Refresh the backlog gauges (between batches, on the consumer's connection)."""

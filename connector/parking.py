@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -79,7 +79,8 @@ class Drainer:
 
     def __init__(self, publisher: Publisher, retry: RetryConfig, pg: PostgresConfig,
                  lock_pid: int, lock_key: int, batch_size: int,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None,
+                 on_dead: Callable[[int], None] | None = None) -> None:
         self.publisher = publisher
         self.retry = retry
         self.pg = pg
@@ -88,6 +89,7 @@ class Drainer:
         self.lock_key = lock_key
         self.batch_size = batch_size
         self.metrics = metrics
+        self.on_dead = on_dead  # told how many messages each round dead-lettered
         self.idle = False  # the last look found nothing parked
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -195,6 +197,8 @@ class Drainer:
                                    dead_attempts)
         for row_id, error in zip(dead_ids, dead_errors, strict=True):
             log.error("dead_lettered", publisher=self.name, parked_id=row_id, error=error)
+        if dead:
+            self._dead_lettered(len(dead))
         if self.metrics is not None and dead:
             self.metrics.dead(messages[i] for i in dead)
         if failed_ids:
@@ -215,9 +219,14 @@ class Drainer:
                                [r["attempts"] for r in rows])
             log.error("dead_lettered", publisher=self.name, messages=len(rows),
                       error=f"older than retry.max_age ({self.retry.max_age:g} s)")
+            self._dead_lettered(len(rows))
             if self.metrics is not None:
                 for route, n in collections.Counter(r["route"] for r in rows).items():
                     self.metrics.dead_lettered(self.name, route_label(route), n)
+
+    def _dead_lettered(self, n: int) -> None:
+        if self.on_dead is not None:
+            self.on_dead(n)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

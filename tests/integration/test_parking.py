@@ -137,9 +137,10 @@ async def test_max_attempts_moves_messages_to_the_dead_letters(
     await pg.execute(TABLE)
     cfg = config(database, redis_url, f"redis://127.0.0.1:{free_port()}/0", channel_prefix,
                  max_attempts=6)
-    async with Connector(cfg):
+    async with Connector(cfg) as c:
         await pg.execute("INSERT INTO items VALUES (1, 1), (2, 1)")
         await wait_until(lambda: dead_count(pg, 2), 20, "two dead letters")
+        assert c.stats.dead_letters == 2  # counted although the drain dead-lettered them
     dead = await pg.fetch("SELECT publisher, attempts, error, payload::jsonb->'new'->>'id' AS id "
                           "FROM pgconnector.dead_letters ORDER BY id")
     assert [(d["publisher"], d["attempts"], d["id"]) for d in dead] == [
