@@ -41,7 +41,12 @@ HOUSEKEEPING = 5.0
 # crash only brings its outbox rows back, delivered again (the at-least-once we promise
 # anyway), and the drain does not wait for an fsync per batch.
 CONSUMER_SETTINGS = {"synchronous_commit": "off"}
-# A claim or commit taking longer than this is taken for a dead connection.
+# A claim or commit is given liveness_timeout plus this many times the slowest recent one
+# (forgotten slowly), and never more than OPERATION_TIMEOUT: claims take milliseconds, so a
+# cut that lands during one is noticed about as fast as one between them, while a batch that
+# is slow for real (large rows, a busy server) raises its own allowance; a false alarm costs
+# one reconnect and widens the allowance past what it took.
+SLOW_FACTOR = 10.0
 OPERATION_TIMEOUT = 60.0
 
 # OperatorInterventionError covers "terminating connection due to administrator command"
@@ -69,6 +74,7 @@ class TriggerSource(Source):
         self._returned = time.monotonic()  # when next_batch last returned
         self._io = asyncio.Lock()
         self._last_io = time.monotonic()  # when the last operation ended
+        self._slowest = 0.0  # the slowest recent claim or commit, seconds (decaying)
         self._heartbeat_task: asyncio.Task[None] | None = None
         self.lost = asyncio.Event()  # set once the connection is lost or unresponsive
 
@@ -102,14 +108,22 @@ class TriggerSource(Source):
                     long: bool = False) -> T:
         """Every use of the connection goes through here, one at a time (asyncpg allows no
         overlap). Each is bounded: a small query by ``liveness_timeout``, a claim, commit or
-        other bulk statement (``long``) by OPERATION_TIMEOUT; past that the connection is
-        taken for dead (a half-open network cut would otherwise hang it for minutes). Any
-        connection failure comes out as SourceDisconnected."""
-        limit = OPERATION_TIMEOUT if long else self.capture.liveness_timeout
+        other bulk statement (``long``) by that plus SLOW_FACTOR times the slowest recent one;
+        past that the connection is taken for dead (a half-open network cut would otherwise
+        hang it for minutes). Any connection failure comes out as SourceDisconnected."""
+        limit = self.capture.liveness_timeout
+        if long:
+            limit = min(OPERATION_TIMEOUT, limit + SLOW_FACTOR * self._slowest)
         async with self._io:
+            started = time.monotonic()
             try:
-                return await asyncio.wait_for(fn(*args), limit)
+                result = await asyncio.wait_for(fn(*args), limit)
+                if long:
+                    self._slowest = max(time.monotonic() - started, self._slowest * 0.95)
+                return result
             except TimeoutError:
+                if long:
+                    self._slowest = max(self._slowest, limit)
                 self._declare_lost(f"no answer within {limit:g} s")
                 raise SourceDisconnected(f"no answer from PostgreSQL within {limit:g} s"
                                          ) from None
