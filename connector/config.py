@@ -119,6 +119,10 @@ class PostgresConfig:
 
 @dataclass(frozen=True)
 class CaptureConfig:
+    source: str = "trigger"  # or "wal" (connector/sources/wal.py)
+    slot: str | None = None  # wal: the replication slot (default: from postgres.schema)
+    publication: str | None = None  # wal: the publication (default: postgres.schema)
+    replica_identity: str = "full"  # wal: set REPLICA IDENTITY FULL on captured tables, or keep
     batch_size: int = 1000
     max_batch_bytes: int = 8 * 1024 * 1024
     poll_interval: float = 0.5

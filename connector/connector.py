@@ -34,7 +34,9 @@ from connector.publishers.base import (
 from connector.router import Router
 from connector.server import HealthServer, Readiness
 from connector.sources.base import Source, SourceDisconnected
-from connector.sources.trigger import HOUSEKEEPING, TriggerSource
+from connector.sources.session import HOUSEKEEPING
+from connector.sources.trigger import TriggerSource
+from connector.sources.wal import WalSource
 
 log = structlog.get_logger("pgconnector")
 
@@ -82,7 +84,8 @@ class Connector:
         # A publisher that packs several changes per message (Ably) asks the source to let a
         # trickle gather for a moment before claiming.
         linger = max([self.config.capture.linger, *(p.linger for p in self.publishers.values())])
-        self.source: Source = TriggerSource(
+        source = WalSource if self.config.capture.source == "wal" else TriggerSource
+        self.source: Source = source(
             self.config.postgres, dataclasses.replace(self.config.capture, linger=linger))
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -355,7 +358,7 @@ class Connector:
         """Refresh the backlog gauges (between batches, on the consumer's connection)."""
         self._housekept = time.monotonic()
         backlog = await self.source.backlog()
-        self.metrics.set_backlog(backlog.pending, backlog.oldest_age)
+        self.metrics.set_backlog(backlog.pending, backlog.oldest_age, backlog.lag_bytes)
         for name in self.publishers:
             self.metrics.set_parked(name, backlog.parked.get(name, 0))
             self.metrics.set_publisher_up(name, name not in self._parked)

@@ -33,9 +33,11 @@ class InstallReport:
         return bool(self.added or self.changed or self.removed)
 
 
-def config_hash(operations: frozenset[str], triggers: list[RowTrigger] | None = None) -> str:
+def config_hash(operations: frozenset[str], triggers: list[RowTrigger] | None = None,
+                source: str = "trigger") -> str:
     blob = json.dumps({"capture": CAPTURE_VERSION, "operations": sorted(operations),
-                       "triggers": [[t.op, t.events, t.when] for t in triggers or []]})
+                       "triggers": [[t.op, t.events, t.when] for t in triggers or []],
+                       **({"source": source} if source != "trigger" else {})})
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -61,24 +63,34 @@ async def _check_tables(conn: asyncpg.Connection, config: Config) -> dict[TableN
 async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
     q = Queries(config.postgres.schema)
     report = InstallReport()
+    wal = config.capture.source == "wal"
+    if wal:
+        await _check_wal(conn)
     async with conn.transaction():
         await conn.execute(q.get("install_lock"))
         relids = await _check_tables(conn, config)
         bound = bind(config, await table_info(conn, config.tables))
         await conn.execute(q.get("install"))
+        await _switch_source(conn, q, config)
         current = {TableName(r["table_schema"], r["table_name"]): r
                    for r in await conn.fetch(q.get("installed_tables"), q.trigger_names)}
+        if wal:
+            await _publish(conn, q, config, relids)
         for table, ops in sorted(config.tables.items(), key=lambda kv: str(kv[0])):
-            triggers = row_triggers([b for b in bound if b.route.table == table], ops)
-            digest = config_hash(ops, triggers)
+            triggers = [] if wal else row_triggers(
+                [b for b in bound if b.route.table == table], ops)
+            digest = config_hash(ops, triggers, config.capture.source)
             have = current.get(table)
-            wanted_triggers = len(triggers) + int("truncate" in ops)
+            wanted_triggers = 0 if wal else len(triggers) + int("truncate" in ops)
             if (have is not None and have["config_hash"] == digest
                     and have["relid"] == relids[table]
                     and have["trigger_count"] == wanted_triggers):
                 report.unchanged.append(str(table))
                 continue
-            await _create_triggers(conn, q, table, ops, triggers)
+            if wal:  # a table captured by triggers before
+                await conn.execute(q.get("trigger_drop", table=qualified(table)))
+            else:
+                await _create_triggers(conn, q, table, ops, triggers)
             await conn.execute(q.get("record_table"), table.schema, table.name, relids[table],
                                sorted(ops), digest)
             (report.changed if have is not None else report.added).append(str(table))
@@ -88,7 +100,102 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
                     await conn.execute(q.get("trigger_drop", table=qualified(table)))
                 await conn.execute(q.get("forget_table"), table.schema, table.name)
                 report.removed.append(str(table))
+    if wal:
+        await _create_slot(conn, q, config)
     return report
+
+
+def wal_names(config: Config) -> tuple[str, str]:
+    """(slot, publication) of a wal installation."""
+    from connector.sources.wal import slot_name
+    cap = config.capture
+    return cap.slot or slot_name(config.postgres.schema), cap.publication or config.postgres.schema
+
+
+async def _check_wal(conn: asyncpg.Connection) -> None:
+    """Before anything is written: what the wal source needs from the server and the role."""
+    from connector.db import DatabaseError
+    row = await conn.fetchrow(Queries("pgconnector").get("wal_prerequisites"))
+    if row["version"] < 140000:
+        raise DatabaseError("capture.source wal needs PostgreSQL 14 or later; this server is "
+                            f"{row['version'] // 10000}; use capture.source trigger")
+    if row["wal_level"] != "logical":
+        raise DatabaseError(f"capture.source wal needs wal_level = logical (it is "
+                            f"{row['wal_level']}): set it in postgresql.conf and restart "
+                            "PostgreSQL, or use capture.source trigger")
+    if not row["replication"]:
+        raise DatabaseError("capture.source wal needs a role with the REPLICATION attribute "
+                            "(ALTER ROLE ... REPLICATION); README: Database privileges")
+
+
+async def _switch_source(conn: asyncpg.Connection, q: Queries, config: Config) -> None:
+    """Changing capture.source must not drop what the old source holds undelivered."""
+    before = await conn.fetchval(q.get("meta_get"), "source") or "trigger"
+    after = config.capture.source
+    if before != after:
+        if before == "trigger":
+            pending = (await conn.fetchrow(q.get("backlog")))["pending"]
+        else:
+            slot = await conn.fetchval(q.get("meta_get"), "slot")
+            publication = await conn.fetchval(q.get("meta_get"), "publication")
+            pending = 0
+            if slot and await conn.fetchrow(q.get("wal_slot"), slot):
+                pending = await conn.fetchval(q.get("wal_undelivered"), slot, publication)
+        if pending:
+            raise BacklogNotEmpty(
+                f"capture.source: {pending} change(s) captured by the {before} source are not "
+                f"delivered yet; run with capture.source {before} until they are, then switch")
+        if before == "wal":
+            await _drop_wal(conn, q)
+    await conn.execute(q.get("meta_set"), "source", after)
+
+
+async def _publish(conn: asyncpg.Connection, q: Queries, config: Config,
+                   relids: dict[TableName, int]) -> None:
+    """The publication lists exactly the captured tables; their updates and deletes carry what
+    capture.replica_identity asks for."""
+    slot, publication = wal_names(config)
+    tables = ", ".join(qualified(t) for t in sorted(config.tables, key=str))
+    pub = quote_ident(publication)
+    if await conn.fetchval(q.get("publication_exists"), publication):
+        await conn.execute(q.get("publication_set", publication=pub, tables=tables))
+    else:
+        await conn.execute(q.get("publication_create", publication=pub, tables=tables))
+    if config.capture.replica_identity == "full":
+        for table in sorted(config.tables, key=str):
+            await conn.execute(q.get("replica_identity", table=qualified(table)))
+    else:
+        missing = await conn.fetch(q.get("replica_identity_missing"), list(relids.values()))
+        if missing:
+            raise ConfigError([
+                f"capture.replica_identity: table {r['table_name']} has no primary key, so "
+                "PostgreSQL would refuse its updates and deletes once it is published; add "
+                "one, or use replica_identity full" for r in missing])
+    await conn.execute(q.get("meta_set"), "slot", slot)
+    await conn.execute(q.get("meta_set"), "publication", publication)
+
+
+async def _create_slot(conn: asyncpg.Connection, q: Queries, config: Config) -> None:
+    """After the install committed: PostgreSQL creates a logical slot only outside any
+    transaction that wrote. Changes are captured from this moment on."""
+    from connector.db import DatabaseError
+    slot, _ = wal_names(config)
+    have = await conn.fetchrow(q.get("wal_slot"), slot)
+    if have is None:
+        await conn.execute(q.get("wal_slot_create"), slot)
+    elif have["plugin"] != "pgoutput" or not have["here"]:
+        raise DatabaseError(f"capture.slot: replication slot {slot!r} exists but belongs to "
+                            "another database or plugin; choose another capture.slot")
+
+
+async def _drop_wal(conn: asyncpg.Connection, q: Queries) -> None:
+    """Remove the slot (else the server keeps WAL for it for ever) and the publication."""
+    slot = await conn.fetchval(q.get("meta_get"), "slot")
+    publication = await conn.fetchval(q.get("meta_get"), "publication")
+    if slot:
+        await conn.execute(q.get("wal_slot_drop"), slot)
+    if publication:
+        await conn.execute(q.get("publication_drop", publication=quote_ident(publication)))
 
 
 async def _create_triggers(conn: asyncpg.Connection, q: Queries, table: TableName,
@@ -114,11 +221,20 @@ async def uninstall(conn: asyncpg.Connection, schema: str, force: bool = False) 
         state = await conn.fetchrow(q.get("schema_exists"), schema)
         if not state["installed"]:
             return []
-        backlog = await conn.fetchrow(q.get("backlog"))
-        if backlog["pending"] and not force:
+        source = await conn.fetchval(q.get("meta_get"), "source") or "trigger"
+        pending = (await conn.fetchrow(q.get("backlog")))["pending"]
+        if source == "wal":
+            slot = await conn.fetchval(q.get("meta_get"), "slot")
+            if await conn.fetchrow(q.get("wal_slot"), slot):
+                pending += await conn.fetchval(q.get("wal_undelivered"), slot,
+                                               await conn.fetchval(q.get("meta_get"),
+                                                                   "publication"))
+        if pending and not force:
             raise BacklogNotEmpty(
-                f"{backlog['pending']} captured change(s) are not delivered yet; start the "
+                f"{pending} captured change(s) are not delivered yet; start the "
                 "daemon to deliver them, or pass --force to discard them")
+        if source == "wal":
+            await _drop_wal(conn, q)
         released = []
         for row in await conn.fetch(q.get("installed_tables"), q.trigger_names):
             table = TableName(row["table_schema"], row["table_name"])

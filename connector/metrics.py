@@ -67,6 +67,9 @@ class Metrics:
         self._oldest = Gauge(
             "pgconnector_outbox_oldest_age_seconds",
             "Age of the oldest change in the outbox (0 when empty).", registry=r)
+        self._slot_lag = Gauge(
+            "pgconnector_slot_lag_bytes",
+            "WAL the replication slot holds back (the wal source), bytes.", registry=r)
         self._parked = Gauge(
             "pgconnector_parked", "Messages waiting for a publisher that is down.",
             ["publisher"], registry=r)
@@ -133,9 +136,14 @@ class Metrics:
             self._state.labels(s).set(1 if s == state else 0)
         self._active.set(1 if state == "active" else 0)
 
-    def set_backlog(self, pending: int, oldest_age_seconds: float | None) -> None:
-        self._backlog.set(pending)
-        self._oldest.set(oldest_age_seconds or 0.0)
+    def set_backlog(self, pending: int | None, oldest_age_seconds: float | None,
+                    lag_bytes: int | None = None) -> None:
+        """``None``: what the source cannot tell (the wal source counts bytes, not changes)."""
+        if pending is not None:
+            self._backlog.set(pending)
+            self._oldest.set(oldest_age_seconds or 0.0)
+        if lag_bytes is not None:
+            self._slot_lag.set(lag_bytes)
 
     def set_parked(self, publisher: str, n: int) -> None:
         self._parked.labels(publisher).set(n)

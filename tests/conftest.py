@@ -60,6 +60,41 @@ def pg_admin_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def logical_pg_admin_url() -> Iterator[str]:
+    """A superuser URL of a throwaway cluster with wal_level=logical (the wal source), started
+    from the installed PostgreSQL binaries: the shared server runs with wal_level=replica."""
+    from tests.faults.servers import PostgresCluster
+
+    cluster = PostgresCluster("wal_level=logical", "max_replication_slots=20",
+                              "max_wal_senders=20").init()
+    try:
+        cluster.start()
+        yield cluster.admin_url
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+async def logical_database(logical_pg_admin_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the wal_level=logical cluster; its URL. Its replication slots
+    are dropped with it."""
+    name = f"pgc_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(logical_pg_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield with_database(logical_pg_admin_url, name)
+    admin = await asyncpg.connect(logical_pg_admin_url)
+    try:
+        await admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                            " WHERE database = $1 AND NOT active", name)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]

@@ -14,9 +14,10 @@ from connector.publishers.base import DeadLetter, Parked
 
 @dataclass(frozen=True)
 class Backlog:
-    pending: int  # changes waiting to be claimed
-    oldest_age: float | None  # seconds, None when nothing waits
+    pending: int | None  # changes waiting to be claimed (None: not known, the wal source)
+    oldest_age: float | None  # seconds, None when nothing waits (or not known)
     parked: Mapping[str, int]  # messages parked per publisher
+    lag_bytes: int | None = None  # the wal source: WAL the slot holds back, bytes
 
 
 class SourceDisconnected(Exception):

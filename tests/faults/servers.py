@@ -54,7 +54,8 @@ class PostgresCluster:
     that directory. initdb refuses to run as root, so as root everything runs as ``postgres``
     (the directory is chowned to it: pytest's own tmp_path is not reachable by that user)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *settings: str) -> None:
+        self.settings = settings  # extra -c settings, e.g. "wal_level=logical"
         self.bindir = pg_bindir()
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="pgconnector-faults-pg-"))
@@ -99,7 +100,8 @@ class PostgresCluster:
         # A throwaway cluster: no fsync (a fast shutdown still writes everything out).
         options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c full_page_writes=off "
-                   "-c max_connections=60 -c log_min_messages=warning")
+                   "-c max_connections=60 -c log_min_messages=warning"
+                   + "".join(f" -c {setting}" for setting in self.settings))
         self._pg_ctl("-w", "-t", "60", "-l", str(self.logfile), "-o", options, "start")
         self.running = True
 
