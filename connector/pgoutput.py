@@ -10,7 +10,7 @@ extensions) is sent back to PostgreSQL to convert, once per batch and type
 
 from __future__ import annotations
 
-import re
+import functools
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -46,7 +46,6 @@ _STRINGS = frozenset({
     17, 142, 650, 774, 790, 829, 869, 1083, 1266, 1186, 1560, 1562, 2950, 3614, 3615, 3220,
 })  # bytea xml cidr macaddr8 money macaddr inet time timetz interval bit varbit uuid
 #     tsvector tsquery pg_lsn
-_SHORT_OFFSET = re.compile(rb"[+-]\d\d$")
 
 
 class ProtocolError(Exception):
@@ -213,9 +212,15 @@ def lsn_text(lsn: int) -> str:
 
 def _timestamp(value: bytes) -> Any:
     text = value.replace(b" ", b"T", 1)
-    if _SHORT_OFFSET.search(text):
+    if text[-3:-2] in (b"+", b"-"):  # an offset of whole hours: "+05" is "+05:00" in ISO 8601
         text += b":00"
     return text.decode()
+
+
+@functools.lru_cache(maxsize=64)
+def _commit_time(microseconds: int) -> str:
+    """The same for every change of a transaction: computed once."""
+    return (_PG_EPOCH + timedelta(microseconds=microseconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _number(value: bytes) -> Any:
@@ -246,7 +251,7 @@ def row(relation: Relation, values: list[Any], resolved: Mapping[tuple[int, byte
                 continue
         if value is None:
             out[name] = None
-        elif (oid, value) in resolved:
+        elif resolved and (oid, value) in resolved:
             out[name] = orjson.Fragment(resolved[(oid, value)])
         else:
             out[name] = _CONVERT[oid](value)
@@ -278,8 +283,7 @@ def event(change: Change, resolved: Mapping[tuple[int, bytes], bytes],
     if changes is not None:
         data["changes"] = changes
     data["txid"] = change.xid
-    data["commit_time"] = (_PG_EPOCH + timedelta(microseconds=change.commit_time)).strftime(
-        "%Y-%m-%dT%H:%M:%S.%fZ")
+    data["commit_time"] = _commit_time(change.commit_time)
     data["lsn"] = lsn_text(change.lsn)
     return ChangeEvent(change.lsn, rel.schema, rel.name, change.op, orjson.dumps(data), key,
                        event_id)

@@ -24,8 +24,9 @@ _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
-    """initdb once per run; removed at the end."""
-    cluster = PostgresCluster()
+    """initdb once per run; removed at the end. wal_level=logical so the wal source runs
+    here too (the trigger source does not care)."""
+    cluster = PostgresCluster("wal_level=logical")
     try:
         cluster.init()
         cluster.start()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tests.faults.scenario import Harness, count_events, wait_received
 from tests.faults.servers import PostgresCluster
 
@@ -13,9 +15,10 @@ TOTAL = 30_000
 BATCH = 500
 
 
-async def test_postgres_restart_mid_stream(harness: Harness, pg_cluster: PostgresCluster
-                                           ) -> None:
-    config = harness.config(batch_size=BATCH)
+@pytest.mark.parametrize("source", ["trigger", "wal"])
+async def test_postgres_restart_mid_stream(source: str, harness: Harness,
+                                           pg_cluster: PostgresCluster) -> None:
+    config = harness.config(batch_size=BATCH, source=source)
     await harness.install(config)
     daemon = await harness.daemon(config)
     writer = harness.write(total=TOTAL, rate=5_000, seed=2, hot_rows=500)

@@ -18,8 +18,9 @@ RSS_SLACK_KB = 25 * 1024
 
 
 @pytest.mark.slow
-async def test_redis_down_30s_memory_stays_flat(harness: Harness) -> None:
-    config = harness.config(batch_size=BATCH)
+@pytest.mark.parametrize("source", ["trigger", "wal"])
+async def test_redis_down_30s_memory_stays_flat(source: str, harness: Harness) -> None:
+    config = harness.config(batch_size=BATCH, source=source)
     await harness.install(config)
     daemon = await harness.daemon(config)
     # About 2 s of stream before the outage, the rest (most of it) written while Redis is down.

@@ -6,6 +6,8 @@ import asyncio
 import time
 from datetime import datetime
 
+import pytest
+
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import Harness, count_events, expect, log_tail, wait_received
 from tests.faults.servers import PostgresCluster
@@ -51,13 +53,16 @@ async def test_standby_takes_over_when_the_active_is_killed(harness: Harness) ->
     assert count_events(standby, "database_connection_lost") == 0, log_tail(standby)
 
 
+@pytest.mark.parametrize("source", ["trigger", "wal"])
 async def test_standby_takes_over_from_a_half_open_active(
-        harness: Harness, proxy: TcpProxy, pg_cluster: PostgresCluster) -> None:
+        source: str, harness: Harness, proxy: TcpProxy, pg_cluster: PostgresCluster) -> None:
     dbname = harness.url.rsplit("/", 1)[1]
     # The active daemon reaches PostgreSQL through the proxy, the standby directly.
     via_proxy = harness.config(batch_size=BATCH, standby_retry=STANDBY_RETRY,
-                               dsn=pg_cluster.url(dbname, port=proxy.port), name="active.yaml")
-    direct = harness.config(batch_size=BATCH, standby_retry=STANDBY_RETRY, name="standby.yaml")
+                               dsn=pg_cluster.url(dbname, port=proxy.port), name="active.yaml",
+                               source=source)
+    direct = harness.config(batch_size=BATCH, standby_retry=STANDBY_RETRY, name="standby.yaml",
+                            source=source)
     await harness.install(direct)
     active = await harness.daemon(via_proxy)
     standby = await harness.daemon(direct, active=False)
