@@ -232,3 +232,50 @@ async def test_install_checks_and_uninstall_leaves_nothing(
         assert await conn.fetchval("SELECT count(*) FROM pg_publication") == 0
     finally:
         await conn.close()
+
+
+async def test_least_privilege_roles_as_the_readme_lists_them(
+        logical_database: str, redis_url: str, channel_prefix: str) -> None:
+    """README "Database privileges", wal: an install role that owns the table and has
+    REPLICATION, a streaming role with REPLICATION and the listed grants; no superuser."""
+    suffix = channel_prefix[-8:]
+    install_role, stream_role = f"pgc_inst_{suffix}", f"pgc_strm_{suffix}"
+    dbname = logical_database.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(logical_database)
+    try:
+        await admin.execute(f"CREATE ROLE {install_role} LOGIN REPLICATION")
+        await admin.execute(f"CREATE ROLE {stream_role} LOGIN REPLICATION")
+        await admin.execute(f'GRANT CONNECT, CREATE ON DATABASE "{dbname}" TO {install_role}')
+        await admin.execute(f'GRANT CONNECT ON DATABASE "{dbname}" TO {stream_role}')
+        await admin.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        await admin.execute(f"ALTER TABLE t OWNER TO {install_role}")
+        await admin.execute("GRANT INSERT ON t TO PUBLIC")
+    finally:
+        await admin.close()
+
+    def as_role(role: str) -> dict[str, Any]:
+        url = logical_database.replace("postgres@", f"{role}@", 1)
+        return wal_config(url, redis_url, [
+            {"table": "t", "publisher": "cache", "channel": channel_prefix + ":t"}])
+
+    inst = await asyncpg.connect(logical_database.replace("postgres@", f"{install_role}@", 1))
+    try:
+        await install(inst, Config.from_dict(as_role(install_role)))
+        for grant in (
+                "GRANT USAGE ON SCHEMA pgconnector TO {r}",
+                "GRANT SELECT ON pgconnector.installed_tables TO {r}",
+                "GRANT SELECT ON pgconnector.meta TO {r}",
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON pgconnector.parked TO {r}",
+                "GRANT SELECT, INSERT ON pgconnector.dead_letters TO {r}"):
+            await inst.execute(grant.format(r=stream_role))
+    finally:
+        await inst.close()
+    writer = await asyncpg.connect(logical_database)
+    try:
+        async with RedisSubscriber(redis_url, channel_prefix + ":t") as sub, Connector(
+                as_role(stream_role), install=False):
+            await writer.execute("INSERT INTO t VALUES (1, 'a')")
+            await sub.wait_for(1)
+        assert [m["new"] for _, m in sub.messages] == [{"id": 1, "v": "a"}]
+    finally:
+        await writer.close()
