@@ -31,7 +31,7 @@ named AS (
 )
 -- The JSON text is concatenated rather than json_build_object'ed: same escaping (to_json),
 -- no " : " padding around the envelope's keys, and the key order of DESIGN.md §5 (the rows
--- keep jsonb's own text form, with a space after ':' and ',').
+-- are to_json's text, columns in table order, as the trigger stored them).
 SELECT id, schema_name, table_name, op_name AS op, txid::text || '-' || id::text AS event_id,
        '{"id":"' || txid::text || '-' || id::text
        || '","op":"' || op_name
@@ -41,7 +41,8 @@ SELECT id, schema_name, table_name, op_name AS op, txid::text || '-' || id::text
        || ',"old":' || coalesce(old_row::text, 'null')
        || CASE WHEN op = 'u' THEN ',"changes":' || coalesce((
               SELECT jsonb_object_agg(nw.key, jsonb_build_object('old', od.value, 'new', nw.value))
-              FROM jsonb_each(new_row) nw LEFT JOIN jsonb_each(old_row) od ON od.key = nw.key
+              FROM jsonb_each(new_row::jsonb) nw LEFT JOIN jsonb_each(old_row::jsonb) od
+                   ON od.key = nw.key
               WHERE od.value IS DISTINCT FROM nw.value), '{}'::jsonb)::text
           ELSE '' END
        || ',"txid":' || txid::text

@@ -29,9 +29,22 @@ CREATE TABLE IF NOT EXISTS {schema}.outbox (
     captured_at timestamptz NOT NULL,
     relid       oid         NOT NULL,
     op          "char"      NOT NULL,   -- i u d t
-    old_row     jsonb,
-    new_row     jsonb
+    -- json, not jsonb: to_json(NEW) is text the claim hands out as it is, where jsonb would be
+    -- converted to a tree here and back to text at every claim (bench/RESULTS.md).
+    old_row     json,
+    new_row     json
 );
+-- Installs from before: rows stored as jsonb (their text is the same JSON).
+DO $do$
+BEGIN
+    IF (SELECT atttypid FROM pg_catalog.pg_attribute
+        WHERE attrelid = '{schema}.outbox'::regclass AND attname = 'new_row')
+       = 'jsonb'::regtype THEN
+        ALTER TABLE {schema}.outbox ALTER COLUMN old_row TYPE json USING old_row::json,
+                                    ALTER COLUMN new_row TYPE json USING new_row::json;
+    END IF;
+END
+$do$;
 
 -- Messages that could never be delivered (or ran out of attempts), with the reason; kept until
 -- `pgconnector dead-letters retry` re-queues them or `purge` drops them. payload is the exact
@@ -103,15 +116,15 @@ BEGIN
     IF TG_OP OPERATOR(pg_catalog.=) 'INSERT' THEN
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op, new_row)
         VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 'i',
-                pg_catalog.to_jsonb(NEW));
+                pg_catalog.to_json(NEW));
     ELSIF TG_OP OPERATOR(pg_catalog.=) 'UPDATE' THEN
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op, old_row, new_row)
         VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 'u',
-                pg_catalog.to_jsonb(OLD), pg_catalog.to_jsonb(NEW));
+                pg_catalog.to_json(OLD), pg_catalog.to_json(NEW));
     ELSIF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op, old_row)
         VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 'd',
-                pg_catalog.to_jsonb(OLD));
+                pg_catalog.to_json(OLD));
     ELSE
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op)
         VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 't');

@@ -136,8 +136,8 @@ async def test_capture_ignores_a_hostile_search_path(database: str, pg: asyncpg.
         await pg.execute("DELETE FROM public.a")
     rows = await pg.fetch("SELECT op, new_row, old_row FROM pgconnector.outbox ORDER BY id")
     assert [(r["op"], r["new_row"], r["old_row"]) for r in rows] == [
-        (b"i", '{"v": "x", "id": 1}', None),
-        (b"u", '{"v": "y", "id": 1}', '{"v": "x", "id": 1}'),
-        (b"d", None, '{"v": "y", "id": 1}')]
+        (b"i", '{"id":1,"v":"x"}', None),
+        (b"u", '{"id":1,"v":"y"}', '{"id":1,"v":"x"}'),
+        (b"d", None, '{"id":1,"v":"y"}')]
     assert await pg.fetchval("SELECT count(*) FROM evil.calls") == 0
     assert await pg.fetchval("SELECT count(*) FROM evil.outbox") == 0

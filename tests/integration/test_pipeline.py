@@ -136,7 +136,7 @@ async def test_stream_mode_and_dead_letters(
         assert len(entries) == 1
         fields = entries[0][1]
         assert fields[b"op"] == b"insert"
-        assert b'"new":{"id": 1' in fields[b"event"]
+        assert b'"new":{"id":1' in fields[b"event"]
         assert len(await client.xrange(f"{channel_prefix}:3")) == 1
         dead = await pg.fetch("SELECT event_id, publisher, channel, error, attempts, "
                               "payload::jsonb->'new'->>'id' AS row_id "
