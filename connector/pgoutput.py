@@ -2,7 +2,7 @@
 the event of DESIGN.md §5. Pure: bytes in, events out; no I/O.
 
 Column values arrive in their text form. The common types map to JSON here, exactly as
-``to_jsonb`` maps them (the trigger source's payloads come from ``to_jsonb``, and both sources
+``to_json`` maps them (the trigger source's payloads come from ``to_json``, and both sources
 must publish the same values). Every other type (arrays, composites, enums, ranges, types from
 extensions) is sent back to PostgreSQL to convert, once per batch and type
 (:meth:`Decoder.fallbacks`), since only it knows their rules.
@@ -32,14 +32,14 @@ _COMMIT = struct.Struct("!xqqq").unpack_from  # flags, commit lsn, end lsn, comm
 UNCHANGED = object()  # an unchanged TOASTed value the server did not send
 
 # Built-in type OIDs (pg_type.dat) whose text form is a JSON number, except the non-finite
-# values, which to_jsonb writes as strings.
+# values, which to_json writes as strings.
 _NUMBERS = frozenset({20, 21, 23, 26, 700, 701, 1700})
 _NON_FINITE = frozenset({b"NaN", b"Infinity", b"-Infinity"})
 _BOOL = 16
 _JSON = frozenset({114, 3802})
 _TIMESTAMPS = frozenset({1114, 1184})  # timestamp, timestamptz: ISO 8601 with a "T"
 _DATE = 1082
-# Built-in types to_jsonb writes as their text form in a JSON string (with the session
+# Built-in types to_json writes as their text form in a JSON string (with the session
 # settings the wal source fixes: DateStyle ISO, IntervalStyle postgres, bytea_output hex).
 _STRINGS = frozenset({
     18, 19, 25, 1042, 1043,  # "char", name, text, bpchar, varchar
@@ -240,7 +240,7 @@ _DATES = frozenset({*_TIMESTAMPS, _DATE})  # BC dates go to PostgreSQL
 
 def row(relation: Relation, values: list[Any], resolved: Mapping[tuple[int, bytes], bytes],
         fill: list[Any] | None = None) -> dict[str, Any]:
-    """The row as to_jsonb would write it. An unchanged TOASTed value is taken from ``fill``
+    """The row as to_json would write it. An unchanged TOASTed value is taken from ``fill``
     (the old row) when that has it, and left out otherwise."""
     out: dict[str, Any] = {}
     for i, (name, oid, value) in enumerate(zip(relation.columns, relation.types, values,

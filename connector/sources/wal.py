@@ -93,7 +93,7 @@ class WalSource(ConsumerSession):
                 for c in changes]
 
     async def _resolve(self, wanted: dict[int, set[bytes]]) -> dict[tuple[int, bytes], bytes]:
-        """Values of types pgoutput.py does not convert, converted by PostgreSQL's to_jsonb:
+        """Values of types pgoutput.py does not convert, converted by PostgreSQL's to_json:
         one query per type and batch."""
         out: dict[tuple[int, bytes], bytes] = {}
         for oid, values in wanted.items():
@@ -102,7 +102,7 @@ class WalSource(ConsumerSession):
                 name = self._type_names[oid] = await self._call(
                     self.conn.fetchval, "SELECT pg_catalog.format_type($1, NULL)", oid)
             texts = [v.decode() for v in values]
-            converted = await self._call(self.conn.fetch, self.q.get("wal_to_jsonb", type=name),
+            converted = await self._call(self.conn.fetch, self.q.get("wal_to_json", type=name),
                                          texts, long=True)
             for text, r in zip(texts, converted, strict=True):
                 out[(oid, text.encode())] = r["value"].encode()

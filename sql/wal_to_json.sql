@@ -1,5 +1,5 @@
 -- Values whose JSON form only PostgreSQL knows (arrays, composites, enums, ranges, extension
 -- types), from their text form, in order. {type} is format_type() of the column's type.
-SELECT pg_catalog.to_jsonb(v::{type})::text AS value
+SELECT pg_catalog.to_json(v::{type})::text AS value
 FROM unnest($1::text[]) WITH ORDINALITY AS u(v, i)
 ORDER BY i;
