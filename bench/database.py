@@ -47,18 +47,23 @@ def route(channel: str, where: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 def daemon_config(dsn: str, redis_url: str, channel: str, *, mode: str = "pubsub",
-                  retry: dict[str, Any] | None = None) -> dict[str, Any]:
+                  retry: dict[str, Any] | None = None,
+                  capture: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config the daemon runs with: one route from the bench table to Redis, default
-    ``capture`` settings, JSON logs at info level (the harness reads ``consumer_active``)."""
+    ``capture`` settings unless ``capture`` gives some (e.g. ``{"source": "wal"}``), JSON logs
+    at info level (the harness reads ``consumer_active``)."""
     publisher: dict[str, Any] = {"type": "redis", "url": redis_url, "mode": mode}
     if retry:
         publisher["retry"] = retry
-    return {
+    config: dict[str, Any] = {
         "postgres": {"dsn": dsn, "schema": SCHEMA, "application_name": APP_NAME},
         "publishers": {"redis": publisher},
         "routes": [route(channel)],
         "logging": {"level": "info", "format": "json"},
     }
+    if capture:
+        config["capture"] = capture
+    return config
 
 
 class Bench:

@@ -42,11 +42,12 @@ async def machine_info(conn: asyncpg.Connection, redis_url: str) -> dict[str, st
     version = await conn.fetchval("SELECT version()")
     info["PostgreSQL"] = str(version).split(" on ")[0]
     settings = await conn.fetch(
-        "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[]) ORDER BY name",
+        "SELECT name, current_setting(name) AS setting FROM pg_settings "
+        "WHERE name = ANY($1::text[]) ORDER BY name",
         ["fsync", "synchronous_commit", "wal_level", "shared_buffers", "max_wal_size",
          "track_commit_timestamp", "shared_preload_libraries"])
     info["PostgreSQL settings"] = ", ".join(
-        f"{r['name']}={r['setting']}{r['unit'] or ''}" for r in settings)
+        f"{r['name']}={r['setting']}" for r in settings)
     try:
         client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=3)
         try:

@@ -8,6 +8,7 @@ from bench.common import PAYLOAD_BYTES, SCHEMA, TABLE, Settings
 from bench.drain import NODE_REFERENCE, SUSTAINED_CLIENTS, SUSTAINED_ROWS_PER_TX
 from bench.latency import MAX_CONNECTIONS, PER_CONNECTION, WARMUP_CHANGES
 from bench.memory import FLAT_SLACK_MB
+from bench.wal import COPIED, LATENCY_RATE, LOGICAL
 
 
 def method_notes(s: Settings, queries_source: str) -> str:
@@ -22,6 +23,29 @@ def method_notes(s: Settings, queries_source: str) -> str:
         f"{s.settle_seconds:g} s of settling, a {s.idle_seconds:g} s window. CPU = Δ(utime + "
         f"stime) of `/proc/<pid>/stat` ÷ window (the daemon process; its PostgreSQL backend's "
         f"share is in Individual runs). Queries/s: {queries_source}",
+        width=95, subsequent_indent="  ", break_on_hyphens=False)
+    wal = textwrap.fill(
+        f"- **WAL: the wal source** (`capture.source: wal`) needs wal_level=logical, which the "
+        f"shared server must not be given: its rows come from a throwaway cluster (initdb, "
+        f"`{' '.join(LOGICAL)}`) that takes the shared server's {', '.join(COPIED)} as SHOW "
+        f"reports them at run time (checked; values in Individual runs), and is removed at "
+        f"the end. Same table and payload; every WAL row's reference is \"none\" on that "
+        f"cluster in the same run (no publication, no slot, replica identity default). "
+        f"\"wal\": installed with capture.source wal (publication, REPLICA IDENTITY FULL, "
+        f"slot), daemon stopped, the slot accumulating; \"wal+daemon\": the daemon draining "
+        f"on this host. P1 wal uses P1's scripts, clients, seconds, rounds and interleaving, "
+        f"plus the trigger source on the same cluster for INSERT at {top} clients (a "
+        f"comparison){'; smoke runs INSERT only' if s.smoke else ''}. Every reset moves the "
+        f"slot to the WAL's end (`pg_replication_slot_advance`), so no run starts behind; "
+        f"after a wal+daemon run the bench waits until the slot has passed a marker "
+        f"transaction written after the writers stopped, then checks the slot holds no change. "
+        f"Daemon-stopped runs must leave one change per row written in the slot (P2: exactly "
+        f"{s.bulk_rows:,} inserts or updates, counted with "
+        f"`pg_logical_slot_peek_binary_changes`), else the measure fails. P3 wal: "
+        f"{s.drain_events:,} inserts left in the slot, drained to pub/sub and counted as in P3. "
+        f"P4 wal: P4's {LATENCY_RATE:,} changes/s phase with default capture settings; the wal "
+        f"source has no wake-up and polls the slot (capture.poll_interval, adaptive while "
+        f"changes come).",
         width=95, subsequent_indent="  ", break_on_hyphens=False)
     return f"""\
 - **Setup.** Database `pgconnector_bench`, created for the run and dropped after it; table
@@ -95,6 +119,7 @@ def method_notes(s: Settings, queries_source: str) -> str:
   the bench waits for the backlog (outbox + parked) to empty. "Flat" = never more than
   {FLAT_SLACK_MB:g} MB above the start.{" Smoke runs retry within 1 s." if s.smoke else ""}
 {idle}
+{wal}
 - **The machine is shared.** Writer, PostgreSQL, daemon, subscriber and Redis share its CPUs
   over loopback; run-to-run spread on a 2-core box is ±10-20 % or more (BASELINE.md; see the
   individual runs below), so read ratios, not absolutes. Before every timed run the bench

@@ -4,6 +4,7 @@ drains, how soon a change arrives, and what the daemon costs in memory and when 
     .venv/bin/python bench/run.py                          # full run, writes bench/RESULTS.md
     .venv/bin/python bench/run.py --smoke --output x.md    # under a minute; CI keeps it working
     .venv/bin/python bench/run.py --only P1 --clients 8    # some measures only
+    .venv/bin/python bench/run.py --only WAL --clients 8 --seconds 3 --rounds 1 --output x.md
 
 Measures, on a database of its own (dropped and recreated, dropped again at the end), against
 the local PostgreSQL (DATABASE_URL or PG*) and Redis (REDIS_URL):
@@ -15,6 +16,9 @@ the local PostgreSQL (DATABASE_URL or PG*) and Redis (REDIS_URL):
 * P4 - latency commit → Redis subscriber at steady rates (bench/latency.py).
 * P5 - daemon memory over the drain and through a Redis outage (bench/memory.py).
 * idle - the daemon's CPU and queries/s when nothing changes (bench/idle.py).
+* WAL - the wal source (capture.source: wal) measured as P1-P4 measure the trigger source,
+  beside no capture and the trigger source, on a throwaway wal_level=logical cluster with the
+  shared server's settings (bench/wal.py).
 
 Progress goes to stderr, the results table to stdout and to a Markdown file, the chart to a
 PNG beside it (bench/results.png). Missing a target never fails: the exit code is non-zero
@@ -57,7 +61,11 @@ from bench.memory import add_drain_rows, run_outage
 from bench.method import method_notes
 from bench.p1_writers import run_p1
 from bench.report import Report
+from bench.wal import run_wal
+from bench.wal import unavailable as wal_unavailable
 from connector import logs
+
+WAL = "WAL"  # the wal source's measures (bench/wal.py), after the others
 
 
 def output_paths(output: Path | None, smoke: bool) -> tuple[Path, Path]:
@@ -112,6 +120,10 @@ async def main_async(args: argparse.Namespace, measures: tuple[str, ...]) -> int
     if args.clients:
         settings = dataclasses.replace(
             settings, clients=tuple(int(c) for c in args.clients.split(",")))
+    if args.seconds:
+        settings = dataclasses.replace(settings, seconds=args.seconds)
+    if args.rounds:
+        settings = dataclasses.replace(settings, rounds=args.rounds)
     report = Report(settings, measured=measures)
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     channel = f"pgconnector-bench:{uuid.uuid4().hex[:8]}:{TABLE}"
@@ -180,6 +192,15 @@ async def main_async(args: argparse.Namespace, measures: tuple[str, ...]) -> int
                         bench, report, workdir))
             elif drains is not None:
                 add_drain_rows(report, drains)
+            if WAL in measures:
+                why = wal_unavailable()
+                if why is None:
+                    await runner.step("WAL: the wal source on a throwaway logical cluster",
+                                      lambda: run_wal(runner.step, report, bench.db,
+                                                      args.database, redis_url, channel,
+                                                      workdir, pgbench_bin, has_redis))
+                else:
+                    skip("WAL", f"no wal_level=logical cluster can be started: {why}")
     finally:
         log(f"cleaning up: uninstalling and dropping {args.database}")
         await bench.drop()
@@ -221,11 +242,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "bench/results.png; with --smoke, a file in the temp directory so "
                              "the committed results stay); the chart goes beside it as .png")
     parser.add_argument("--only", default=None,
-                        help="measures to run, comma-separated: P1,P2,P3,P4,P5,idle "
+                        help="measures to run, comma-separated: P1,P2,P3,P4,P5,idle,WAL "
                              "(default: all)")
     parser.add_argument("--only-p1", action="store_true", help="same as --only P1")
     parser.add_argument("--clients", default=None,
                         help="P1 client counts, comma-separated (default 1,4,8)")
+    parser.add_argument("--seconds", type=int, default=None,
+                        help="P1 and P1 wal: seconds of each pgbench run (default 10; smoke 1)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="P1 and P1 wal: rounds of each variant (default 3; smoke 1)")
     parser.add_argument("--database", default="pgconnector_bench",
                         help="name of the database to create, use and drop")
     return parser.parse_args(argv)

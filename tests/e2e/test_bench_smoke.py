@@ -1,5 +1,6 @@
-"""The benchmark harness keeps working: its smoke mode (every measure, tiny sizes) runs to the
-end and writes a results table. Figures are not checked: benchmarks never fail CI."""
+"""The benchmark harness keeps working: its smoke mode (every measure, tiny sizes, the wal
+source's on a throwaway wal_level=logical cluster too) runs to the end and writes a results
+table. Figures are not checked: benchmarks never fail CI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from pathlib import Path
 from tests.e2e.support import REPO_ROOT, base_env, run
 
 
+def wal_cluster_left(table: str) -> bool:
+    """Whether the data directory of the throwaway logical cluster (Individual runs names it)
+    is still there: it must be removed with the cluster."""
+    assert "WAL cluster: PostgreSQL" in table
+    after = table.split("WAL cluster: PostgreSQL", 1)[1].split("data directory ", 1)[1]
+    return Path(after.split(" ", 1)[0]).exists()
+
+
 async def test_bench_smoke_mode_writes_every_measure(tmp_path: Path) -> None:
     out = tmp_path / "smoke.md"
     result = await run(REPO_ROOT / "bench" / "run.py", "--smoke", "--output", out,
@@ -16,5 +25,11 @@ async def test_bench_smoke_mode_writes_every_measure(tmp_path: Path) -> None:
     assert result.code == 0, result
     table = out.read_text()
     for measure in ("Idle:", "P1 single-row INSERT", "P1 single-row UPDATE",
-                    "P1 single-row DELETE", "P2 one", "P3 drain", "P4 latency", "P5 daemon RSS"):
+                    "P1 single-row DELETE", "P2 one", "P3 drain", "P4 latency", "P5 daemon RSS",
+                    "P1 wal source, single-row INSERT, 8 clients, daemon stopped",
+                    "P1 wal source, single-row INSERT, 8 clients, daemon draining",
+                    "P1 trigger source on the same logical cluster", "P2 wal source, one INSERT",
+                    "P2 wal source, one UPDATE", "P3 wal source", "P4 wal source"):
         assert measure in table, (measure, table)
+    assert "could not be measured" not in table, table
+    assert not wal_cluster_left(table), table

@@ -24,7 +24,8 @@ from bench.database import parse_pgbench
 from bench.latency import latencies_ms
 from bench.ref_publisher import payloads
 from bench.report import Row, fmt_duration, render_table, target_counts
-from bench.run import output_paths
+from bench.run import output_paths, parse_args
+from bench.wal import COPIED, cluster_setting
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -77,10 +78,28 @@ def test_table_renders_rows_and_counts_targets() -> None:
 
 
 def test_parse_only() -> None:
-    assert parse_only(None) == ("P1", "P2", "P3", "P4", "P5", "idle")
+    assert parse_only(None) == ("P1", "P2", "P3", "P4", "P5", "idle", "WAL")
+    assert parse_only("wal, p3") == ("P3", "WAL")
     assert parse_only("p3, P1,IDLE,p3") == ("P1", "P3", "idle")  # canonical order, no repeats
     with pytest.raises(ValueError, match="P9"):
         parse_only("P1,P9")
+
+
+def test_wal_options() -> None:
+    args = parse_args(["--only", "WAL", "--seconds", "3", "--rounds", "1"])
+    assert (args.only, args.seconds, args.rounds) == ("WAL", 3, 1)
+
+
+def test_wal_cluster_settings_are_plain_words() -> None:
+    # What SHOW answers for the copied settings passes; anything a shell could read does not.
+    shown = {"fsync": "on", "shared_buffers": "128MB", "checkpoint_timeout": "5min",
+             "wal_buffers": "4MB", "max_wal_size": "1GB", "synchronous_commit": "remote_apply"}
+    assert [cluster_setting(n, v) for n, v in shown.items()][:2] == [
+        "fsync=on", "shared_buffers=128MB"]
+    assert set(COPIED) >= set(shown)
+    for bad in ("", "1 GB", "on;rm", "$(x)", "'on'"):
+        with pytest.raises(ValueError):
+            cluster_setting("fsync", bad)
 
 
 def test_rates_per_second_from_cumulative_counts() -> None:
