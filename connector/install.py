@@ -98,8 +98,11 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
             if table not in config.tables:
                 if row["table_exists"]:
                     await conn.execute(q.get("trigger_drop", table=qualified(table)))
+                    await _restore_identity(conn, q, table, row["prior_identity"])
                 await conn.execute(q.get("forget_table"), table.schema, table.name)
                 report.removed.append(str(table))
+        if wal:
+            await _set_identities(conn, q, config)
     if wal:
         await _create_slot(conn, q, config)
     return report
@@ -147,6 +150,11 @@ async def _switch_source(conn: asyncpg.Connection, q: Queries, config: Config) -
                 f"delivered yet; run with capture.source {before} until they are, then switch")
         if before == "wal":
             await _drop_wal(conn, q)
+            for row in await conn.fetch(q.get("installed_tables"), q.trigger_names):
+                if row["table_exists"]:
+                    await _restore_identity(
+                        conn, q, TableName(row["table_schema"], row["table_name"]),
+                        row["prior_identity"])
     await conn.execute(q.get("meta_set"), "source", after)
 
 
@@ -161,10 +169,7 @@ async def _publish(conn: asyncpg.Connection, q: Queries, config: Config,
         await conn.execute(q.get("publication_set", publication=pub, tables=tables))
     else:
         await conn.execute(q.get("publication_create", publication=pub, tables=tables))
-    if config.capture.replica_identity == "full":
-        for table in sorted(config.tables, key=str):
-            await conn.execute(q.get("replica_identity", table=qualified(table)))
-    else:
+    if config.capture.replica_identity != "full":
         missing = await conn.fetch(q.get("replica_identity_missing"), list(relids.values()))
         if missing:
             raise ConfigError([
@@ -173,6 +178,33 @@ async def _publish(conn: asyncpg.Connection, q: Queries, config: Config,
                 "one, or use replica_identity full" for r in missing])
     await conn.execute(q.get("meta_set"), "slot", slot)
     await conn.execute(q.get("meta_set"), "publication", publication)
+
+
+async def _set_identities(conn: asyncpg.Connection, q: Queries, config: Config) -> None:
+    """replica_identity full: set FULL, remembering what each table had; keep: give back
+    what an earlier install changed."""
+    full = config.capture.replica_identity == "full"
+    priors = {TableName(r["table_schema"], r["table_name"]): r["prior_identity"]
+              for r in await conn.fetch(q.get("installed_tables"), q.trigger_names)}
+    for table in sorted(config.tables, key=str):
+        state = await conn.fetchrow(q.get("identity_state"), table.schema, table.name)
+        if full and state["identity"] != "f":
+            prior = state["identity"] + (f":{state['index_name']}" if state["index_name"] else "")
+            await conn.execute(q.get("identity_record"), table.schema, table.name, prior, False)
+            await conn.execute(q.get("replica_identity", table=qualified(table), identity="FULL"))
+        elif not full:
+            await _restore_identity(conn, q, table, priors.get(table))
+
+
+async def _restore_identity(conn: asyncpg.Connection, q: Queries, table: TableName,
+                            prior: str | None) -> None:
+    """Give a table back the replica identity it had before install set FULL."""
+    if not prior:
+        return
+    kind, _, index = prior.partition(":")
+    identity = {"d": "DEFAULT", "n": "NOTHING"}.get(kind) or f"USING INDEX {quote_ident(index)}"
+    await conn.execute(q.get("replica_identity", table=qualified(table), identity=identity))
+    await conn.execute(q.get("identity_record"), table.schema, table.name, None, True)
 
 
 async def _create_slot(conn: asyncpg.Connection, q: Queries, config: Config) -> None:
@@ -240,6 +272,7 @@ async def uninstall(conn: asyncpg.Connection, schema: str, force: bool = False) 
             table = TableName(row["table_schema"], row["table_name"])
             if row["table_exists"]:
                 await conn.execute(q.get("trigger_drop", table=qualified(table)))
+                await _restore_identity(conn, q, table, row["prior_identity"])
             released.append(str(table))
         await conn.execute(q.get("uninstall"))
         if await conn.fetchval(q.get("schema_objects"), schema) == 0:

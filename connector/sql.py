@@ -15,7 +15,7 @@ from connector.config import TableName
 
 _PLACEHOLDER = re.compile(
     r"\{(schema|table|row_trigger|insert_trigger|update_trigger|delete_trigger|"
-    r"truncate_trigger|events|when|count|type|publication|tables)\}")
+    r"truncate_trigger|events|when|count|type|publication|tables|identity)\}")
 
 
 def quote_ident(name: str) -> str:

@@ -19,6 +19,9 @@ CREATE TABLE IF NOT EXISTS {schema}.installed_tables (
     installed_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (table_schema, table_name)
 );
+-- The wal source: the replica identity the table had before install set it FULL, restored by
+-- uninstall (d, n, or i:<index>; NULL: install did not change it).
+ALTER TABLE {schema}.installed_tables ADD COLUMN IF NOT EXISTS prior_identity text;
 
 -- Every captured change, written by the capture trigger in the application's transaction and
 -- deleted by the daemon in the transaction that publishes it. Kept narrow on purpose: each

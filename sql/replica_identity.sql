@@ -1,2 +1,3 @@
--- Updates and deletes carry the whole old row (and so the changed columns).
-ALTER TABLE {table} REPLICA IDENTITY FULL;
+-- {identity}: FULL (updates and deletes carry the whole old row), or what the table had
+-- before install set FULL: DEFAULT, NOTHING or USING INDEX "name".
+ALTER TABLE {table} REPLICA IDENTITY {identity};

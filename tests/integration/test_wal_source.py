@@ -211,6 +211,9 @@ async def test_install_checks_and_uninstall_leaves_nothing(
     conn = await asyncpg.connect(logical_database)
     try:
         await conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        await conn.execute("CREATE UNIQUE INDEX t_ident ON t (id)")
+        await conn.execute("ALTER TABLE t REPLICA IDENTITY USING INDEX t_ident")
+        identity = ("SELECT relreplident::text FROM pg_class WHERE oid = 't'::regclass")
         trigger_cfg = Config.from_dict(make_config(logical_database, redis_url, routes))
         wal_cfg = Config.from_dict(wal_config(logical_database, redis_url, routes))
         await install(conn, trigger_cfg)
@@ -222,12 +225,18 @@ async def test_install_checks_and_uninstall_leaves_nothing(
         assert report.changed == ["public.t"]
         assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgrelid = 't'::regclass"
                                    " AND NOT tgisinternal") == 0
-        assert await conn.fetchval(
-            "SELECT relreplident::text FROM pg_class WHERE oid = 't'::regclass") == "f"
+        assert await conn.fetchval(identity) == "f"
+        await install(conn, wal_cfg)  # again: what it had before is remembered once
+        await install(conn, Config.from_dict(wal_config(logical_database, redis_url, routes,
+                                                        replica_identity="keep")))
+        assert await conn.fetchval(identity) == "i"  # keep: given back
+        await install(conn, wal_cfg)
+        assert await conn.fetchval(identity) == "f"
         await conn.execute("INSERT INTO t VALUES (2)")  # in the slot, undelivered
         with pytest.raises(BacklogNotEmpty, match="1 captured change"):
             await uninstall(conn, "pgconnector")
         await uninstall(conn, "pgconnector", force=True)
+        assert await conn.fetchval(identity) == "i"  # as before install
         assert await conn.fetchval("SELECT count(*) FROM pg_replication_slots") == 0
         assert await conn.fetchval("SELECT count(*) FROM pg_publication") == 0
     finally:
