@@ -15,7 +15,9 @@ import asyncpg
 
 from connector.binding import bind, table_info
 from connector.config import Config, ConfigError, TableName
+from connector.db import DatabaseError
 from connector.pushdown import RowTrigger, row_triggers
+from connector.sources.wal import slot_name
 from connector.sql import Queries, qualified, quote_ident
 
 CAPTURE_VERSION = 1
@@ -65,7 +67,7 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
     report = InstallReport()
     wal = config.capture.source == "wal"
     if wal:
-        await _check_wal(conn)
+        await _check_wal(conn, q)
     async with conn.transaction():
         await conn.execute(q.get("install_lock"))
         relids = await _check_tables(conn, config)
@@ -110,15 +112,13 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
 
 def wal_names(config: Config) -> tuple[str, str]:
     """(slot, publication) of a wal installation."""
-    from connector.sources.wal import slot_name
     cap = config.capture
     return cap.slot or slot_name(config.postgres.schema), cap.publication or config.postgres.schema
 
 
-async def _check_wal(conn: asyncpg.Connection) -> None:
+async def _check_wal(conn: asyncpg.Connection, q: Queries) -> None:
     """Before anything is written: what the wal source needs from the server and the role."""
-    from connector.db import DatabaseError
-    row = await conn.fetchrow(Queries("pgconnector").get("wal_prerequisites"))
+    row = await conn.fetchrow(q.get("wal_prerequisites"))
     if row["version"] < 140000:
         raise DatabaseError("capture.source wal needs PostgreSQL 14 or later; this server is "
                             f"{row['version'] // 10000}; use capture.source trigger")
@@ -136,26 +136,30 @@ async def _switch_source(conn: asyncpg.Connection, q: Queries, config: Config) -
     before = await conn.fetchval(q.get("meta_get"), "source") or "trigger"
     after = config.capture.source
     if before != after:
-        if before == "trigger":
-            pending = (await conn.fetchrow(q.get("backlog")))["pending"]
-        else:
-            slot = await conn.fetchval(q.get("meta_get"), "slot")
-            publication = await conn.fetchval(q.get("meta_get"), "publication")
-            pending = 0
-            if slot and await conn.fetchrow(q.get("wal_slot"), slot):
-                pending = await conn.fetchval(q.get("wal_undelivered"), slot, publication)
+        pending = await _undelivered(conn, q, before)
         if pending:
             raise BacklogNotEmpty(
                 f"capture.source: {pending} change(s) captured by the {before} source are not "
                 f"delivered yet; run with capture.source {before} until they are, then switch")
         if before == "wal":
             await _drop_wal(conn, q)
-            for row in await conn.fetch(q.get("installed_tables"), q.trigger_names):
-                if row["table_exists"]:
-                    await _restore_identity(
-                        conn, q, TableName(row["table_schema"], row["table_name"]),
-                        row["prior_identity"])
     await conn.execute(q.get("meta_set"), "source", after)
+
+
+async def _undelivered(conn: asyncpg.Connection, q: Queries, source: str) -> int:
+    """Changes captured and not delivered yet: in the outbox, and in the slot for wal."""
+    pending: int = (await conn.fetchrow(q.get("backlog")))["pending"]
+    if source == "wal":
+        slot, publication = await _wal_meta(conn, q)
+        if slot and await conn.fetchrow(q.get("wal_slot"), slot):
+            pending += await conn.fetchval(q.get("wal_undelivered"), slot, publication)
+    return pending
+
+
+async def _wal_meta(conn: asyncpg.Connection, q: Queries) -> tuple[str | None, str | None]:
+    """(slot, publication) as the installed wal source recorded them."""
+    return (await conn.fetchval(q.get("meta_get"), "slot"),
+            await conn.fetchval(q.get("meta_get"), "publication"))
 
 
 async def _publish(conn: asyncpg.Connection, q: Queries, config: Config,
@@ -210,7 +214,6 @@ async def _restore_identity(conn: asyncpg.Connection, q: Queries, table: TableNa
 async def _create_slot(conn: asyncpg.Connection, q: Queries, config: Config) -> None:
     """After the install committed: PostgreSQL creates a logical slot only outside any
     transaction that wrote. Changes are captured from this moment on."""
-    from connector.db import DatabaseError
     slot, _ = wal_names(config)
     have = await conn.fetchrow(q.get("wal_slot"), slot)
     if have is None:
@@ -221,13 +224,17 @@ async def _create_slot(conn: asyncpg.Connection, q: Queries, config: Config) -> 
 
 
 async def _drop_wal(conn: asyncpg.Connection, q: Queries) -> None:
-    """Remove the slot (else the server keeps WAL for it for ever) and the publication."""
-    slot = await conn.fetchval(q.get("meta_get"), "slot")
-    publication = await conn.fetchval(q.get("meta_get"), "publication")
+    """Leave the wal source: remove the slot (else the server keeps WAL for it for ever) and
+    the publication, and give the tables back their replica identity."""
+    slot, publication = await _wal_meta(conn, q)
     if slot:
         await conn.execute(q.get("wal_slot_drop"), slot)
     if publication:
         await conn.execute(q.get("publication_drop", publication=quote_ident(publication)))
+    for row in await conn.fetch(q.get("installed_tables"), q.trigger_names):
+        if row["table_exists"]:
+            await _restore_identity(conn, q, TableName(row["table_schema"], row["table_name"]),
+                                    row["prior_identity"])
 
 
 async def _create_triggers(conn: asyncpg.Connection, q: Queries, table: TableName,
@@ -254,13 +261,7 @@ async def uninstall(conn: asyncpg.Connection, schema: str, force: bool = False) 
         if not state["installed"]:
             return []
         source = await conn.fetchval(q.get("meta_get"), "source") or "trigger"
-        pending = (await conn.fetchrow(q.get("backlog")))["pending"]
-        if source == "wal":
-            slot = await conn.fetchval(q.get("meta_get"), "slot")
-            if await conn.fetchrow(q.get("wal_slot"), slot):
-                pending += await conn.fetchval(q.get("wal_undelivered"), slot,
-                                               await conn.fetchval(q.get("meta_get"),
-                                                                   "publication"))
+        pending = await _undelivered(conn, q, source)
         if pending and not force:
             raise BacklogNotEmpty(
                 f"{pending} captured change(s) are not delivered yet; start the "
@@ -272,7 +273,6 @@ async def uninstall(conn: asyncpg.Connection, schema: str, force: bool = False) 
             table = TableName(row["table_schema"], row["table_name"])
             if row["table_exists"]:
                 await conn.execute(q.get("trigger_drop", table=qualified(table)))
-                await _restore_identity(conn, q, table, row["prior_identity"])
             released.append(str(table))
         await conn.execute(q.get("uninstall"))
         if await conn.fetchval(q.get("schema_objects"), schema) == 0:

@@ -60,6 +60,13 @@ class Relation:
     columns: tuple[str, ...]
     types: tuple[int, ...]
     identity: frozenset[str]  # the replica identity's columns (all of them for FULL)
+    # Columns whose values may need PostgreSQL to convert (see Decoder.fallbacks), found
+    # once per relation so a batch of plain columns is not scanned value by value.
+    unusual: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.unusual = tuple(i for i, oid in enumerate(self.types)
+                             if oid not in _NATIVE or oid in _DATES)
 
 
 @dataclass(slots=True)
@@ -167,13 +174,14 @@ class Decoder:
         """Values of types this module does not convert, per type OID, for PostgreSQL."""
         out: dict[int, set[bytes]] = {}
         for c in changes:
-            types = c.relation.types
-            for values in (c.new, c.old):
+            rel = c.relation
+            for values in (c.new, c.old) if rel.unusual else ():
                 if values is None:
                     continue
-                for oid, value in zip(types, values, strict=True):
+                for i in rel.unusual:
+                    oid, value = rel.types[i], values[i]
                     if isinstance(value, bytes) and (
-                            oid not in _NATIVE or (oid in _DATES and value.endswith(b" BC"))):
+                            oid not in _NATIVE or value.endswith(b" BC")):
                         out.setdefault(oid, set()).add(value)
         return out
 
