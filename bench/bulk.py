@@ -14,6 +14,16 @@ from bench.report import Report, Row
 TARGET_INSERT = 1.6  # capture ÷ none time of the bulk insert, at most
 
 
+async def bulk_statement(bench: Bench, op: str, rows: int) -> float:
+    """Run P2's one statement (insert ``rows`` rows, or update every row); milliseconds."""
+    started = time.perf_counter()
+    if op == "insert":
+        await bench.db.execute(BULK_INSERT, PAYLOAD, 1, rows)
+    else:
+        await bench.db.execute(BULK_UPDATE)
+    return (time.perf_counter() - started) * 1000
+
+
 async def run_p2(bench: Bench, report: Report) -> None:
     s = report.settings
     for op in ("insert", "update"):
@@ -24,12 +34,7 @@ async def run_p2(bench: Bench, report: Report) -> None:
                 await bench.set_capture(variant == "capture")
                 await bench.reset(s.bulk_rows if op == "update" else 0)
                 await wait_until_quiet(report, f"P2 {op} {variant} round {rnd + 1}")
-                started = time.perf_counter()
-                if op == "insert":
-                    await bench.db.execute(BULK_INSERT, PAYLOAD, 1, s.bulk_rows)
-                else:
-                    await bench.db.execute(BULK_UPDATE)
-                ms = (time.perf_counter() - started) * 1000
+                ms = await bulk_statement(bench, op, s.bulk_rows)
                 if variant == "capture":
                     outbox = await bench.outbox_count()
                     if outbox != s.bulk_rows:

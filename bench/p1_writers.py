@@ -63,6 +63,32 @@ class Drained:
     seconds: list[float] = field(default_factory=list)
     cpu: list[tuple[float, float]] = field(default_factory=list)  # (daemon, its session), cores
 
+    def cpu_detail(self) -> str:
+        return (f"the daemon used {', '.join(f'{d:.0%}' for d, _ in self.cpu)} of a core and "
+                f"its PostgreSQL session {', '.join(f'{b:.0%}' for _, b in self.cpu)}")
+
+
+def runs_detail(what: str, runs: dict[str, list[float]]) -> str:
+    """``what: variant tps, tps; …`` for the report's individual runs."""
+    return f"{what}: " + "; ".join(
+        f"{variant} " + ", ".join(fmt_num(x) for x in values) + " tps"
+        for variant, values in runs.items())
+
+
+def target_rows(report: Report, what: str, median: dict[str, float], clients: int,
+                stopped: str, draining: str) -> None:
+    """The daemon-stopped and daemon-draining rows against none, with the targets at
+    TARGET_CLIENTS."""
+    none = median[NONE]
+    for variant, label, target in ((stopped, "daemon stopped", TARGET_STOPPED),
+                                   (draining, "daemon draining on this host", TARGET_DRAINING)):
+        if variant not in median:
+            continue
+        r = median[variant] / none
+        cell = at_least(r, target, f"≥ {target:.2f}") if clients == TARGET_CLIENTS else "—"
+        report.add(Row(f"{what}, {label} (tps, median)", fmt_num(median[variant]),
+                       fmt_num(none), fmt_ratio(r), cell))
+
 
 class P1:
     def __init__(self, bench: Bench, report: Report, pgbench: Pgbench, workdir: Path,
@@ -199,16 +225,7 @@ class P1:
         none = median[NONE]
         who = f"{clients} client" + ("" if clients == 1 else "s")
         what = f"P1 single-row {op.upper()}, {who}"
-        for variant, label, target in ((CAPTURE, "daemon stopped", TARGET_STOPPED),
-                                       (DRAINING, "daemon draining on this host",
-                                        TARGET_DRAINING)):
-            if variant not in median:
-                continue
-            r = median[variant] / none
-            cell = (at_least(r, target, f"≥ {target:.2f}") if clients == TARGET_CLIENTS
-                    else "—")
-            self.report.add(Row(f"{what}, {label} (tps, median)", fmt_num(median[variant]),
-                                fmt_num(none), fmt_ratio(r), cell))
+        target_rows(self.report, what, median, clients, CAPTURE, DRAINING)
         if with_extra and FILTERED in median:
             rf = median[FILTERED] / none
             self.report.add(Row(
@@ -220,15 +237,10 @@ class P1:
                 f"P1 diagnostic, {who}: capture with the trigger's wake-up NOTIFY removed "
                 "(tps)", fmt_num(median[NO_WAKEUP]), fmt_num(none),
                 fmt_ratio(median[NO_WAKEUP] / none), "diagnostic only"))
-        line = f"{what}: " + "; ".join(
-            f"{variant} " + ", ".join(fmt_num(x) for x in values) + " tps"
-            for variant, values in runs.items())
+        line = runs_detail(what, runs)
         drained = self.drained.get((op, clients))
         if drained is not None:
-            line += (f" (daemon draining: it used "
-                     f"{', '.join(f'{d:.0%}' for d, _ in drained.cpu)} of a core and its "
-                     f"PostgreSQL session {', '.join(f'{b:.0%}' for _, b in drained.cpu)}; "
-                     f"backlog when pgbench stopped "
+            line += (f" (daemon draining: {drained.cpu_detail()}; backlog when pgbench stopped "
                      f"{', '.join(fmt_num(b) for b in drained.backlog)} changes, outbox empty "
                      f"{', '.join(f'{x:.1f}' for x in drained.seconds)} s later)")
         self.report.details.append(line)

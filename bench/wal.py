@@ -32,13 +32,9 @@ import asyncpg
 import orjson
 import redis.asyncio as aioredis
 
-from bench.bulk import TARGET_INSERT
+from bench.bulk import TARGET_INSERT, bulk_statement
 from bench.common import (
-    BULK_INSERT,
-    BULK_UPDATE,
-    PAYLOAD,
     TABLE,
-    at_least,
     at_most,
     cpu_total,
     fmt_num,
@@ -55,10 +51,9 @@ from bench.p1_writers import (
     NONE,
     OPS,
     P1,
-    TARGET_CLIENTS,
-    TARGET_DRAINING,
-    TARGET_STOPPED,
     Drained,
+    runs_detail,
+    target_rows,
 )
 from bench.processes import Daemon, Subscriber
 from bench.report import Report, Row, Series
@@ -353,29 +348,17 @@ class WalP1(P1):
         none = median[NONE]
         who = f"{clients} client" + ("" if clients == 1 else "s")
         what = f"single-row {op.upper()}, {who}"
-        for variant, label, target in ((WAL, "daemon stopped", TARGET_STOPPED),
-                                       (WAL_DAEMON, "daemon draining on this host",
-                                        TARGET_DRAINING)):
-            if variant in median:
-                r = median[variant] / none
-                cell = (at_least(r, target, f"≥ {target:.2f}") if clients == TARGET_CLIENTS
-                        else "—")
-                self.report.add(Row(f"P1 wal source, {what}, {label} (tps, median)",
-                                    fmt_num(median[variant]), fmt_num(none), fmt_ratio(r), cell))
+        target_rows(self.report, f"P1 wal source, {what}", median, clients, WAL, WAL_DAEMON)
         if with_extra and TRIGGER in median:
             self.report.add(Row(
                 f"P1 trigger source on the same logical cluster, {what}, daemon stopped (tps, "
                 "median)", fmt_num(median[TRIGGER]), fmt_num(none),
                 fmt_ratio(median[TRIGGER] / none), "comparison (targets: P1 rows above)"))
-        line = f"P1 wal cluster, {what}: " + "; ".join(
-            f"{variant} " + ", ".join(fmt_num(x) for x in values) + " tps"
-            for variant, values in runs.items())
+        line = runs_detail(f"P1 wal cluster, {what}", runs)
         drained = self.drained.get((op, clients))
         if drained is not None:
-            line += (f" (wal+daemon: the daemon used "
-                     f"{', '.join(f'{d:.0%}' for d, _ in drained.cpu)} of a core and its "
-                     f"PostgreSQL session {', '.join(f'{b:.0%}' for _, b in drained.cpu)}; the "
-                     f"slot was {', '.join(fmt_num(b / 1024) for b in drained.backlog)} kB "
+            line += (f" (wal+daemon: {drained.cpu_detail()}; the slot was "
+                     f"{', '.join(fmt_num(b / 1024) for b in drained.backlog)} kB "
                      f"behind when pgbench stopped, caught up "
                      f"{', '.join(f'{x:.1f}' for x in drained.seconds)} s later)")
         self.report.details.append(line)
@@ -396,12 +379,7 @@ async def run_wal_p2(bench: LogicalBench, report: Report) -> None:
                 await bench.use(SOURCE[variant])
                 await bench.reset(s.bulk_rows if op == "update" else 0)
                 await wait_until_quiet(report, f"P2 wal {op} {variant} round {rnd + 1}")
-                started = time.perf_counter()
-                if op == "insert":
-                    await bench.db.execute(BULK_INSERT, PAYLOAD, 1, s.bulk_rows)
-                else:
-                    await bench.db.execute(BULK_UPDATE)
-                runs[variant].append((time.perf_counter() - started) * 1000)
+                runs[variant].append(await bulk_statement(bench, op, s.bulk_rows))
                 log(f"P2 wal {op} of {s.bulk_rows:,} rows, round {rnd + 1}/{s.bulk_rounds}, "
                     f"{variant}: {runs[variant][-1]:,.0f} ms")
                 if variant == WAL:

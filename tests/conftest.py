@@ -78,20 +78,8 @@ def logical_pg_admin_url() -> Iterator[str]:
 async def logical_database(logical_pg_admin_url: str) -> AsyncIterator[str]:
     """A new, empty database on the wal_level=logical cluster; its URL. Its replication slots
     are dropped with it."""
-    name = f"pgc_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(logical_pg_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield with_database(logical_pg_admin_url, name)
-    admin = await asyncpg.connect(logical_pg_admin_url)
-    try:
-        await admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                            " WHERE database = $1 AND NOT active", name)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with temp_database(logical_pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -112,21 +100,30 @@ def with_database(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + quote(dbname)))
 
 
-@pytest.fixture
-async def database(pg_admin_url: str) -> AsyncIterator[str]:
-    """A new, empty database for this test; its URL. Dropped afterwards."""
+@contextlib.asynccontextmanager
+async def temp_database(admin_url: str) -> AsyncIterator[str]:
+    """A new, empty database; its URL. Dropped afterwards, with its replication slots."""
     name = f"pgc_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_admin_url)
+    admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield with_database(pg_admin_url, name)
-    admin = await asyncpg.connect(pg_admin_url)
+    yield with_database(admin_url, name)
+    admin = await asyncpg.connect(admin_url)
     try:
+        await admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                            " WHERE database = $1 AND NOT active", name)
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database(pg_admin_url: str) -> AsyncIterator[str]:
+    """A new, empty database for this test; its URL. Dropped afterwards."""
+    async with temp_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture
