@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from connector.config import CaptureConfig, PostgresConfig
 from connector.events import ChangeEvent
@@ -43,9 +45,11 @@ class TriggerSource(ConsumerSession):
         self._claims = 0  # batches claimed in it
         self._unacked: int | None = None  # the batch handed out and not acknowledged yet
         self._next: asyncio.Task[list[Any]] | None = None  # the next batch's claim, running
+        self._names: dict[int, _Relation] = {}  # by relid
 
     async def open(self) -> None:
         self._tx, self._claims, self._unacked, self._next = None, 0, None, None
+        self._names.clear()
         await super().open()
 
     async def _pending(self) -> bool:
@@ -78,20 +82,39 @@ class TriggerSource(ConsumerSession):
                 return None
         self._claims += 1
         try:
-            keys = await self._key_columns({(r["schema_name"], r["table_name"]) for r in rows})
+            relations = await self._relations({r["relid"] for r in rows})
         except BaseException:
             await self._settle(rollback_from=self._claims)
             raise
-        events = [ChangeEvent(r["id"], r["schema_name"], r["table_name"], r["op"],
-                              r["payload"].encode(),
-                              keys.get((r["schema_name"], r["table_name"]), ()),
-                              r["event_id"])
-                  for r in rows]
+        events = []
+        for r in rows:
+            rel = relations[r["relid"]]
+            event_id = r["event_id"]
+            op = r["op"]
+            # The claim built the envelope from "new" on; its head is put on here.
+            payload = b"".join((b'{"id":"', event_id.encode(), b'","op":"', op.encode(),
+                                rel.head, r["tail"].encode()))
+            events.append(ChangeEvent(r["id"], rel.schema, rel.table, op, payload, rel.key,
+                                      event_id))
         self._unacked = self._claims
         if (len(rows) >= self.capture.batch_size and self._claims < PIPELINE_BATCHES
                 and not self._interrupted):
             self._next = asyncio.create_task(self._claim_next(self._claims + 1))
         return Batch(events, self._claims)
+
+    async def _relations(self, relids: set[int]) -> dict[int, _Relation]:
+        """Names and key of each relation the outbox names, looked up once per relation per
+        connection (a rename while streaming shows after the next reconnect)."""
+        missing = [relid for relid in relids if relid not in self._names]
+        if missing:
+            rows = await self._call(self.conn.fetch, self.q.get("relations"), missing)
+            found = {r["relid"]: (r["schema_name"], r["table_name"]) for r in rows}
+            keys = await self._key_columns(set(found.values()))
+            for relid in missing:
+                names = found.get(relid)
+                self._names[relid] = (_relation(*names, keys.get(names, ())) if names
+                                      else _UNKNOWN)
+        return self._names
 
     async def _claim_rows(self) -> list[Any]:
         rows: list[Any] = await self._call(self.conn.fetch, self._claim_sql,
@@ -166,6 +189,23 @@ class TriggerSource(ConsumerSession):
             with contextlib.suppress(Exception):
                 await self._settle(rollback_from=self._unacked)
         await super().close()
+
+
+class _Relation(NamedTuple):
+    schema: str
+    table: str
+    key: tuple[str, ...]
+    head: bytes  # the envelope from the end of "op" to "new": '","schema":…,"table":…'
+
+
+def _relation(schema: str, table: str, key: tuple[str, ...]) -> _Relation:
+    return _Relation(schema, table, key, b'","schema":' + orjson.dumps(schema)
+                     + b',"table":' + orjson.dumps(table))
+
+
+# A relation known nowhere (dropped, then forgotten by install): null names, so its changes
+# stay deliverable and no route names it.
+_UNKNOWN = _Relation("", "", (), b'","schema":null,"table":null')
 
 
 def _savepoint(index: int) -> str:

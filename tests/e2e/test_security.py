@@ -461,6 +461,7 @@ def streaming_statements(pid: int, key: int) -> dict[str, tuple[str, list[Any]]]
         "active_consumer": (q.get("active_consumer"), [key]),
         "pending": (q.get("pending"), []),
         "claim": (q.get("claim"), [10, 1_000_000]),
+        "relations": (q.get("relations"), [[1259]]),
         "primary_keys": (q.get("primary_keys"), [["app"], ["items"]]),
         "dead_letter": (q.get("dead_letter"), [t] * 8 + [[1], t, ["[]"]]),
         "park": (q.get("park"), [t] * 7 + [["[]"], t, [0], t, [0]]),
@@ -529,7 +530,7 @@ async def test_every_streaming_privilege_is_needed(
     # The status-only ones, and what the daemon itself cannot do without.
     assert set(refused["SELECT ON pgconnector.meta"]) == {"status_extra"}
     assert "claim" in refused["DELETE ON pgconnector.outbox"]
-    assert "claim" in refused["SELECT ON pgconnector.installed_tables"]
+    assert "relations" in refused["SELECT ON pgconnector.installed_tables"]
     assert "park" in refused["INSERT ON pgconnector.parked"]
     assert "parked_failed" in refused["UPDATE ON pgconnector.parked"]
     assert "parked_delivered" in refused["DELETE ON pgconnector.parked"]
