@@ -110,9 +110,11 @@ CREATE INDEX IF NOT EXISTS parked_publisher_id ON {schema}.parked (publisher, id
 -- the caller's search_path: tables are schema-qualified, functions are pg_catalog-qualified and
 -- operators are written OPERATOR(pg_catalog.=) (tests/integration/test_install.py plants a
 -- hostile schema first on the path to prove it). Keep it that way when editing.
--- Wake-up: only the transaction holding the transaction-level advisory lock (one at a time)
--- sends a NOTIFY, so concurrent commits are not serialised on the notify queue lock
--- (BASELINE.md); the daemon's polling covers the others.
+-- Wake-up: a NOTIFY only while the consumer dozes, waiting for one (it holds advisory lock 3,
+-- sql/doze.sql), and then only from the one transaction holding lock 1, so concurrent commits
+-- are not serialised on the notify queue lock (BASELINE.md); the daemon's polling covers the
+-- others. While the consumer is busy or stopped a write sends nothing: it takes lock 3 shared
+-- (until commit, which is what keeps the consumer from dozing past this row) and that is all.
 CREATE OR REPLACE FUNCTION {schema}.capture_v1() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER AS $fn$
 BEGIN
@@ -132,7 +134,8 @@ BEGIN
         INSERT INTO {schema}.outbox (txid, captured_at, relid, op)
         VALUES (pg_catalog.pg_current_xact_id(), pg_catalog.clock_timestamp(), TG_RELID, 't');
     END IF;
-    IF pg_catalog.pg_try_advisory_xact_lock(1885823843, 1) THEN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock_shared(1885823843, 3)
+       AND pg_catalog.pg_try_advisory_xact_lock(1885823843, 1) THEN
         PERFORM pg_catalog.pg_notify('pgconnector_wakeup', '');
     END IF;
     RETURN NULL;

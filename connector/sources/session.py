@@ -7,7 +7,10 @@ bounded in time and pinged when quiet (liveness), and a standby takes over from 
 instance whose session went silent.
 
 Polling is adaptive: immediate while changes keep coming, backing off to ``poll_interval``
-when idle; a wake-up (NOTIFY) cuts the wait short.
+when idle; a wake-up (NOTIFY) cuts the wait short. A source with ``doze`` set has writers
+that send a wake-up only while the consumer waits for one: the session holds the doze lock
+(sql/doze.sql) from the first wait until batches come full, so a busy or stopped consumer
+costs the writers no NOTIFY.
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ HOUSEKEEPING = 5.0
 # is slow for real (large rows, a busy server) raises its own allowance; a false alarm costs
 # one reconnect and widens the allowance past what it took.
 SLOW_FACTOR = 10.0
+# A batch of GATHER_FROM or more changes that is not full means a steady stream: the next claim
+# waits GATHER seconds, so a stream of thousands of changes a second is claimed and published
+# in batches of dozens, not a few each (whose per-batch round trips and commits cost the
+# daemon and its server session most of their CPU). A trickle is claimed as it comes.
+GATHER_FROM = 8
+GATHER = 0.005
 OPERATION_TIMEOUT = 60.0
 
 # OperatorInterventionError covers "terminating connection due to administrator command"
@@ -57,6 +66,8 @@ class ConsumerSession(Source):
 
     #: session settings of the consumer's connection
     settings: ClassVar[Mapping[str, str]] = {}
+    #: the writers' wake-up depends on the doze lock
+    doze: ClassVar[bool] = False
 
     def __init__(self, pg: PostgresConfig, capture: CaptureConfig) -> None:
         self.pg = pg
@@ -64,9 +75,11 @@ class ConsumerSession(Source):
         self.q = Queries(pg.schema)
         self._conn: asyncpg.Connection | None = None
         self._wake = asyncio.Event()
+        self._dozing = False  # this session holds the doze lock
         self._interrupted = False
         self._delay = 0.0
         self._full = False
+        self._busy = False  # batches come, neither full nor small: gather before claiming
         self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
         self._lock_key: int | None = None
         self._returned = time.monotonic()  # when next_batch last returned
@@ -79,6 +92,7 @@ class ConsumerSession(Source):
     async def open(self) -> None:
         self.lost = asyncio.Event()
         self._keys.clear()
+        self._dozing = False  # the lock went with the old session
         self._conn = await db.connect(self.pg, settings=self.settings)
         self._conn.add_termination_listener(self._on_terminated)
         await self._conn.add_listener(WAKE_CHANNEL, self._on_notify)
@@ -228,6 +242,12 @@ class ConsumerSession(Source):
     async def next_batch(self) -> Batch | None:
         while not self._interrupted:
             woken_idle = False
+            if self._delay > 0 and self.doze and not self._dozing:
+                # Before the first wait, ask for wake-ups; what committed before they were
+                # promised is looked for right after.
+                self._dozing = bool(await self._call(self.conn.fetchval, self.q.get("doze")))
+                if self._dozing and await self._pending():
+                    self._delay = 0.0
             if self._delay > 0:
                 woken = woken_idle = await self._sleep(self._delay)
                 if self._interrupted:
@@ -245,14 +265,24 @@ class ConsumerSession(Source):
                 await self._sleep(self.capture.linger)
                 if self._interrupted:
                     return None
+            elif self._busy:
+                # A steady stream: let it gather for a moment, whatever wakes us, so it is
+                # claimed and published in fewer, larger batches.
+                await asyncio.sleep(GATHER)
             batch = await self._claim()
             if batch is not None:
                 # Keep claiming without pause while rows keep coming.
-                self._delay = 0.0 if len(batch.events) else _FIRST_BACKOFF
-                self._full = len(batch.events) >= self.capture.batch_size
+                n = len(batch.events)
+                self._delay = 0.0 if n else _FIRST_BACKOFF
+                self._full = n >= self.capture.batch_size
+                self._busy = GATHER_FROM <= n < self.capture.batch_size
+                if (self._full or self._busy) and self._dozing:
+                    # Busy for a while: writers need not wake us.
+                    await self._call(self.conn.fetchval, self.q.get("undoze"))
+                    self._dozing = False
                 self._returned = time.monotonic()
                 return batch
-            self._full = False
+            self._full = self._busy = False
             # Nothing after all (a wake-up, or WAL written by other tables): back off too.
             self._delay = min(max(self._delay * 2, _FIRST_BACKOFF), self.capture.poll_interval)
             if woken_idle:  # a wake-up with nothing to claim: maybe a dead-letter retry

@@ -1,9 +1,10 @@
 """The trigger source: claims rows of the outbox the capture trigger writes.
 
 Each batch is one transaction that deletes the claimed rows; it commits only after delivery,
-so a crash re-delivers, never loses. Wake-up: the capture trigger NOTIFYs only from the one
-transaction holding a transaction-level advisory lock, so most commits send nothing (a NOTIFY
-per commit would serialise commits, see BASELINE.md); polling finds the others.
+so a crash re-delivers, never loses. Wake-up: the capture trigger NOTIFYs only while this
+source dozes (``doze``, sql/doze.sql), and then only from the one transaction holding a
+transaction-level advisory lock, so most commits send nothing (a NOTIFY per commit would
+serialise commits, see BASELINE.md); polling finds the others.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ PIPELINE_BATCHES = 4
 
 class TriggerSource(ConsumerSession):
     settings = CONSUMER_SETTINGS
+    doze = True
 
     def __init__(self, pg: PostgresConfig, capture: CaptureConfig) -> None:
         super().__init__(pg, capture)
