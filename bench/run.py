@@ -251,9 +251,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="P1 and P1 wal: seconds of each pgbench run (default 10; smoke 1)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="P1 and P1 wal: rounds of each variant (default 3; smoke 1)")
-    parser.add_argument("--database", default="pgconnector_bench",
-                        help="name of the database to create, use and drop")
-    return parser.parse_args(argv)
+    parser.add_argument("--database", default=None,
+                        help="name of the database to create, use and drop (default "
+                             "pgconnector_bench; with --smoke pgconnector_bench_smoke, so the "
+                             "test suite's smoke run never drops a full run's database)")
+    args = parser.parse_args(argv)
+    if args.database is None:
+        args.database = "pgconnector_bench_smoke" if args.smoke else "pgconnector_bench"
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
