@@ -9,8 +9,8 @@ instance whose session went silent.
 Polling is adaptive: immediate while changes keep coming, backing off to ``poll_interval``
 when idle; a wake-up (NOTIFY) cuts the wait short. A source with ``doze`` set has writers
 that send a wake-up only while the consumer waits for one: the session holds the doze lock
-(sql/doze.sql) from the first wait until batches come full, so a busy or stopped consumer
-costs the writers no NOTIFY.
+(sql/doze.sql) from its first wait until changes come in a steady stream (a batch of
+GATHER_FROM or more), so a busy or stopped consumer costs the writers no NOTIFY.
 """
 
 from __future__ import annotations
