@@ -8,6 +8,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from connector import Connector
+from connector.config import Config
+from connector.install import install
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import free_port, make_config, redis_server
 
@@ -191,3 +193,23 @@ async def test_redis_down_at_first_loses_nothing(
             async with RedisSubscriber(url, channel_prefix + "*") as sub:
                 got = await sub.wait_for(50, timeout=20)
         assert sorted(e["new"]["id"] for _, e in got) == list(range(1, 51))
+
+
+async def test_changes_of_a_dropped_table_still_arrive(
+        database: str, pg: asyncpg.Connection, redis_url: str, channel_prefix: str,
+        subscriber: RedisSubscriber) -> None:
+    """Changes captured before their table was dropped keep the names install recorded (the
+    claim finds the relation in neither pg_class nor the cache)."""
+    await pg.execute("CREATE TABLE gone (id int PRIMARY KEY, name text)")
+    config = make_config(database, redis_url, [
+        {"table": "gone", "publisher": "cache", "channel": channel_prefix + ":gone"}])
+    await install(pg, Config.from_dict(config))
+    await pg.execute("INSERT INTO gone VALUES (1, 'a')")
+    await pg.execute("DROP TABLE gone")
+    async with subscriber, Connector(config, install=False):
+        got = await subscriber.wait_for(1)
+    assert [c for c, _ in got] == [channel_prefix + ":gone"]
+    event = got[0][1]
+    assert (event["op"], event["schema"], event["table"]) == ("insert", "public", "gone")
+    assert event["new"] == {"id": 1, "name": "a"}
+    assert await pg.fetchval("SELECT count(*) FROM pgconnector.outbox") == 0
