@@ -3,7 +3,8 @@
 -- that publishes the batch: the DELETE commits only after delivery, so a crash re-delivers,
 -- never loses. $1 = most rows, $2 = most bytes (stored size; the first row is always taken).
 -- The envelope's head ("id", "op", "schema", "table") is joined on by the daemon, which knows
--- each relid's names (sql/relations.sql): joining pg_class here cost 40 % of the claim.
+-- each relid's names (sql/relations.sql): joining pg_class here cost a quarter of the claim's
+-- time (a claim-only loop: 137k rows/s with the joins, 183k without).
 WITH picked AS (
     SELECT id, sum(sz) OVER (ORDER BY id) - sz AS before
     FROM (SELECT id, coalesce(pg_column_size(old_row), 0) + coalesce(pg_column_size(new_row), 0) AS sz
@@ -11,8 +12,8 @@ WITH picked AS (
 ),
 claimed AS (
     -- The picked rows are every row of this range the statement's snapshot sees, so the range
-    -- deletes exactly them, with one index range scan rather than a probe per id (a third of
-    -- the claim). Bounded by scalar subqueries, it stays an index scan in a generic plan too.
+    -- deletes exactly them, with one index range scan rather than a probe per id (183k -> 199k
+    -- rows/s). Bounded by scalar subqueries, it stays an index scan in a generic plan too.
     DELETE FROM {schema}.outbox o
     WHERE o.id >= (SELECT min(id) FROM picked)
       AND o.id <= (SELECT max(id) FROM picked WHERE before < $2)

@@ -94,8 +94,8 @@ class TriggerSource(ConsumerSession):
             event_id = r["event_id"]
             op = r["op"]
             # The claim built the envelope from "new" on; its head is put on here.
-            payload = b"".join((b'{"id":"', event_id.encode(), b'","op":"', op.encode(),
-                                rel.head, r["tail"].encode()))
+            payload = b"".join((b'{"id":"', event_id.encode(), rel.heads[op],
+                                r["tail"].encode()))
             events.append(ChangeEvent(r["id"], rel.schema, rel.table, op, payload, rel.key,
                                       event_id))
         self._unacked = self._claims
@@ -115,7 +115,7 @@ class TriggerSource(ConsumerSession):
             for relid in missing:
                 names = found.get(relid)
                 self._names[relid] = (_relation(*names, keys.get(names, ())) if names
-                                      else _UNKNOWN)
+                                      else _relation(None, None, ()))
         return self._names
 
     async def _claim_rows(self) -> list[Any]:
@@ -197,17 +197,22 @@ class _Relation(NamedTuple):
     schema: str
     table: str
     key: tuple[str, ...]
-    head: bytes  # the envelope from the end of "op" to "new": '","schema":…,"table":…'
+    heads: dict[str, bytes]  # per op, the envelope between "id" and "new": '","op":…,"table":…'
 
 
-def _relation(schema: str, table: str, key: tuple[str, ...]) -> _Relation:
-    return _Relation(schema, table, key, b'","schema":' + orjson.dumps(schema)
-                     + b',"table":' + orjson.dumps(table))
+_OPS = ("insert", "update", "delete", "truncate")
 
 
-# A relation known nowhere (dropped, then forgotten by install): null names, so its changes
-# stay deliverable and no route names it.
-_UNKNOWN = _Relation("", "", (), b'","schema":null,"table":null')
+def _relation(schema: str | None, table: str | None, key: tuple[str, ...]) -> _Relation:
+    """A relation known nowhere (dropped, then forgotten by install) has null names: its
+    changes stay deliverable, and no route names it."""
+    if schema is None or table is None:
+        names = b'"schema":null,"table":null'
+        schema = table = ""
+    else:
+        names = b'"schema":' + orjson.dumps(schema) + b',"table":' + orjson.dumps(table)
+    return _Relation(schema, table, key,
+                     {op: b'","op":"' + op.encode() + b'",' + names for op in _OPS})
 
 
 def _savepoint(index: int) -> str:
