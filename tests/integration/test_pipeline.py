@@ -213,3 +213,26 @@ async def test_changes_of_a_dropped_table_still_arrive(
     assert (event["op"], event["schema"], event["table"]) == ("insert", "public", "gone")
     assert event["new"] == {"id": 1, "name": "a"}
     assert await pg.fetchval("SELECT count(*) FROM pgconnector.outbox") == 0
+
+
+async def test_changes_of_a_relation_known_nowhere_are_consumed_unrouted(
+        database: str, pg: asyncpg.Connection, redis_url: str, channel_prefix: str,
+        subscriber: RedisSubscriber) -> None:
+    """A change whose table was dropped and then forgotten by install (no names anywhere)
+    does not stop the stream: it matches no route, and the changes after it arrive."""
+    await pg.execute("CREATE TABLE gone (id int PRIMARY KEY, name text)")
+    await pg.execute("CREATE TABLE kept (id int PRIMARY KEY, name text)")
+    config = make_config(database, redis_url, [
+        {"table": t, "publisher": "cache", "channel": f"{channel_prefix}:{t}"}
+        for t in ("gone", "kept")])
+    await install(pg, Config.from_dict(config))
+    await pg.execute("INSERT INTO gone VALUES (1, 'a')")
+    await pg.execute("DROP TABLE gone")
+    await pg.execute("DELETE FROM pgconnector.installed_tables WHERE table_name = 'gone'")
+    await pg.execute("INSERT INTO kept VALUES (2, 'b')")
+    async with subscriber, Connector(config, install=False):
+        got = await subscriber.wait_for(1)
+        await asyncio.sleep(0.3)  # anything else would have come by now
+    assert [c for c, _ in subscriber.messages] == [channel_prefix + ":kept"]
+    assert got[0][1]["new"] == {"id": 2, "name": "b"}
+    assert await pg.fetchval("SELECT count(*) FROM pgconnector.outbox") == 0
