@@ -18,6 +18,7 @@ demo: $(BIN)/pgconnector
 lint: $(BIN)/pgconnector
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: lint
 	$(BIN)/pytest

@@ -25,7 +25,7 @@ from bench.common import (
     with_database,
     without_password,
 )
-from connector.config import Config
+from connector.config import from_dict as config_from_dict
 from connector.install import install, uninstall
 
 # The wake-up in the capture function: ``IF <cond> THEN PERFORM pg_notify(...); END IF;`` or a
@@ -76,10 +76,10 @@ class Bench:
         self.redis_url = redis_url
         self.channel = channel
         self.conn: asyncpg.Connection | None = None
-        self.config = Config.from_dict(daemon_config(self.url, redis_url, channel))
+        self.config = config_from_dict(daemon_config(self.url, redis_url, channel))
         filtered = daemon_config(self.url, redis_url, channel)
         filtered["routes"] = [route(channel, FILTER_NONE_MATCH)]
-        self.filtered_config = Config.from_dict(filtered)
+        self.filtered_config = config_from_dict(filtered)
         self.superuser = False
         self.filtered = False
         self.captured = False

@@ -57,7 +57,7 @@ from bench.p1_writers import (
 )
 from bench.processes import Daemon, Subscriber
 from bench.report import Report, Row, Series
-from connector.config import Config
+from connector.config import from_dict as config_from_dict
 from connector.install import wal_names
 from connector.sources.session import _FIRST_BACKOFF
 from tests.faults.servers import PostgresCluster, pg_bindir
@@ -179,7 +179,7 @@ class LogicalBench(Bench):
     def __init__(self, admin: str, dbname: str, redis_url: str, channel: str) -> None:
         super().__init__(admin, dbname, redis_url, channel)
         self.wal_daemon = daemon_config(self.url, redis_url, channel, capture={"source": "wal"})
-        self.configs = {"trigger": self.config, "wal": Config.from_dict(self.wal_daemon)}
+        self.configs = {"trigger": self.config, "wal": config_from_dict(self.wal_daemon)}
         self.slot, self.publication = wal_names(self.configs["wal"])
         self.source: str | None = None
 

@@ -6,5 +6,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Config", "ConfigError", "Connector", "__version__"]
 
-from connector.config import Config, ConfigError
 from connector.connector import Connector
+from connector.vocabulary import Config, ConfigError

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from connector.config import Config, ConfigError, Route, TableName
-from connector.filters import Filter, bind_types
+from connector.filters import bind_types
 from connector.sql import load
+from connector.vocabulary import Config, ConfigError, Filter, Route, TableName
 
 
 @dataclass(frozen=True)

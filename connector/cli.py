@@ -13,8 +13,9 @@ import asyncpg
 import typer
 
 from connector import __version__, logs
-from connector.config import Config, ConfigError
+from connector.config import load as load_config
 from connector.db import DatabaseError
+from connector.vocabulary import Config, ConfigError
 
 app = typer.Typer(
     name="pgconnector",
@@ -43,7 +44,7 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 def load(path: Path) -> Config:
     try:
-        config = Config.load(path)
+        config = load_config(path)
     except ConfigError as exc:
         for problem in exc.problems:
             typer.echo(f"error: {problem}", err=True)
@@ -116,15 +117,15 @@ def convert(
     """Print the pgconnector YAML equivalent of an Ably Postgres connector config."""
     import os
 
-    from connector import ably_compat
-    from connector.config import read_config_data, read_file
+    from connector.compat import ably as ably_compat
+    from connector.config import check_legacy, read_config_data, read_file
 
     try:
         if not ably_compat.is_env_path(file) and not ably_compat.is_legacy(read_file(file)):
             fail(f"{file}: not an Ably Postgres connector config (expected a JSON file with "
                  "dbConfig, connector and ably, or a .env file)", EXIT_CONFIG)
         data = read_config_data(file)
-        problems = ably_compat.check(data, key_written=inline_secrets)
+        problems = check_legacy(data, key_written=inline_secrets)
     except ConfigError as exc:
         problems = exc.problems
     for problem in problems:
@@ -268,8 +269,8 @@ IdOpt = Annotated[list[int] | None, typer.Option("--id", help="Only these (repea
 def _selection(publisher: str | None, table: str | None, older_than: str | None,
                newer_than: str | None, ids: list[int] | None,
                limit: int | None = None) -> Any:
-    from connector.config import parse_table
     from connector.dead_letters import Selection, parse_duration
+    from connector.vocabulary import parse_table
 
     def duration(option: str, text: str | None) -> float | None:
         try:

@@ -1,4 +1,4 @@
-"""Loading and validating the config file.
+"""Loading the config: read a file, expand the environment, validate, cross-check.
 
 Order matters: parse → expand ``${VAR}`` → JSON Schema → cross-references. Every problem is
 collected (not just the first) and reported as ``key.path: message``; nothing here opens a
@@ -7,178 +7,61 @@ connection, so an invalid file never touches the database.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import string
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 import yaml
 
 from connector import resources
-
-if TYPE_CHECKING:
-    from connector.filters import Filter
-
-OPERATIONS = ("insert", "update", "delete", "truncate")
-BUILTIN_FIELDS = frozenset({"schema", "table", "op"})
-
-
-class ConfigError(Exception):
-    """The config is invalid; ``problems`` holds one ``path: message`` line per problem."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(problems))
-
-
-@dataclass(frozen=True)
-class TableName:
-    schema: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{_display_ident(self.schema)}.{_display_ident(self.name)}"
+from connector.compat import ably as ably_compat
+from connector.filters import parse_where
+from connector.publishers.registry import publisher_class
+from connector.vocabulary import (
+    OPERATIONS,
+    CaptureConfig,
+    Config,
+    ConfigError,
+    LoggingConfig,
+    PostgresConfig,
+    PublisherConfig,
+    RetryConfig,
+    Route,
+    ServerConfig,
+    format_path,
+    join_path,
+    parse_table,
+    parse_template,
+)
 
 
-@dataclass(frozen=True)
-class ChannelTemplate:
-    """A channel template split into literal text and fields, e.g. ``users:{op}``."""
-
-    source: str
-    parts: tuple[tuple[str, str | None], ...]  # (literal, field or None)
-
-    @functools.cached_property
-    def columns(self) -> frozenset[str]:  # read per event by the router: computed once
-        return frozenset(f for _, f in self.parts if f is not None and f not in BUILTIN_FIELDS)
+def load(path: str | os.PathLike[str]) -> Config:
+    """The config in file ``path`` (ours, or the Ably connector's, converted)."""
+    data = read_config_data(path)
+    try:
+        return parse(data, source=str(path))
+    except ConfigError as exc:  # name a converted legacy config's keys as its file does
+        raise ConfigError(ably_compat.remap_problems(data, exc.problems)) from None
 
 
-@dataclass(frozen=True)
-class Route:
-    index: int
-    table: TableName
-    operations: frozenset[str]
-    publisher: str
-    channel: ChannelTemplate
-    where: Filter | None = None  # values not yet typed: connector.binding types them
-    transitions: bool = True
-    columns: tuple[str, ...] | None = None
-    ignore_columns: tuple[str, ...] = ()
-    split_key_change: bool = False
-    include_types: bool = False
-
-    @property
-    def plain(self) -> bool:
-        """Every change of the table's operations, whole: the router's fast path."""
-        return (self.where is None and self.columns is None and not self.ignore_columns
-                and not self.split_key_change and not self.include_types)
+def from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
+    return parse(data, source=source)
 
 
-@dataclass(frozen=True)
-class RetryConfig:
-    """How long a message that cannot be delivered for now is retried (publishers.X.retry)."""
-
-    max_attempts: int | None = None  # None: no limit
-    max_age: float | None = None  # seconds since the first failed attempt; None: no limit
-    initial_backoff: float = 0.5
-    max_backoff: float = 10.0  # bounds how late delivery resumes after an outage
-
-    def gives_up(self, attempts: int, age: float = 0.0) -> bool:
-        """Whether a message that failed ``attempts`` times, the first ``age`` seconds ago,
-        goes to the dead letters rather than being tried again."""
-        return ((self.max_attempts is not None and attempts >= self.max_attempts)
-                or (self.max_age is not None and age >= self.max_age))
-
-
-@dataclass(frozen=True)
-class PublisherConfig:
-    name: str
-    type: str
-    options: Mapping[str, Any]  # the adapter's own options (without type and retry)
-    retry: RetryConfig = field(default_factory=RetryConfig)
-
-
-@dataclass(frozen=True)
-class PostgresConfig:
-    dsn: str | None = field(default=None, repr=False)  # may hold the password
-    schema: str = "pgconnector"
-    connect_timeout: float = 10.0
-    application_name: str | None = None
-    # libpq-style parts; each overrides the DSN's (and the PG* variables')
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    database: str | None = None
-
-
-@dataclass(frozen=True)
-class CaptureConfig:
-    source: str = "trigger"  # or "wal" (connector/sources/wal.py)
-    slot: str | None = None  # wal: the replication slot (default: from postgres.schema)
-    publication: str | None = None  # wal: the publication (default: postgres.schema)
-    replica_identity: str = "full"  # wal: set REPLICA IDENTITY FULL on captured tables, or keep
-    batch_size: int = 1000
-    max_batch_bytes: int = 8 * 1024 * 1024
-    poll_interval: float = 0.5
-    standby_retry: float = 2.0
-    linger: float = 0.0
-    liveness_interval: float = 1.0
-    liveness_timeout: float = 4.0
-    takeover_after: float = 8.0
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    level: str = "info"
-    format: str = "auto"
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """The health and metrics HTTP server (connector/server.py)."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 9187  # 0: any free port (tests)
-
-
-@dataclass(frozen=True)
-class Config:
-    publishers: Mapping[str, PublisherConfig]
-    routes: tuple[Route, ...]
-    postgres: PostgresConfig = field(default_factory=PostgresConfig)
-    capture: CaptureConfig = field(default_factory=CaptureConfig)
-    logging: LoggingConfig = field(default_factory=LoggingConfig)
-    server: ServerConfig | None = None  # None: no `server:` section, no server
-    source: str = "<dict>"
-
-    @property
-    def tables(self) -> dict[TableName, frozenset[str]]:
-        """Every captured table with the union of its routes' operations."""
-        out: dict[TableName, frozenset[str]] = {}
-        for route in self.routes:
-            out[route.table] = out.get(route.table, frozenset()) | route.operations
-        return out
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Config:
-        data = read_config_data(path)
-        try:
-            return parse(data, source=str(path))
-        except ConfigError as exc:  # name a converted legacy config's keys as its file does
-            from connector.ably_compat import remap_problems
-
-            raise ConfigError(remap_problems(data, exc.problems)) from None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> Config:
-        return parse(data, source=source)
+def check_legacy(data: ably_compat.LegacyConfig, *, key_written: bool = True) -> list[str]:
+    """The normal validation's problems with a converted legacy config, under the legacy
+    names; the API key's format only if ``key_written`` (else the output holds a reference)."""
+    try:
+        parse(data, env={})
+    except ConfigError as exc:
+        key = data.paths.get(f"publishers.{ably_compat.PUBLISHER}.api_key", "")
+        return [p for p in ably_compat.remap_problems(data, exc.problems)
+                if key_written or not p.startswith(key + ": ")]
+    return []
 
 
 # --------------------------------------------------------------------------- reading
@@ -186,9 +69,7 @@ class Config:
 
 def read_config_data(path: str | os.PathLike[str]) -> Any:
     """A config file's data: ours (YAML or JSON), or the Ably Postgres connector's
-    ``default.json`` / ``.env``, converted to ours (connector/ably_compat.py)."""
-    from connector import ably_compat
-
+    ``default.json`` / ``.env``, converted to ours (connector/compat/ably.py)."""
     try:
         if ably_compat.is_env_path(path):
             if not Path(path).exists() and "ABLY_CONNECTOR" in os.environ:
@@ -254,7 +135,7 @@ def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> tuple[Any,
     if isinstance(value, dict):
         out: dict[Any, Any] = {}
         for k, v in value.items():
-            out[k], p = expand_env(v, env, _join(path, str(k)))
+            out[k], p = expand_env(v, env, join_path(path, str(k)))
             problems += p
         return out, problems
     if isinstance(value, list):
@@ -268,19 +149,6 @@ def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> tuple[Any,
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _join(path: str, key: str) -> str:
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
-
-
-def format_path(parts: Any) -> str:
-    path = ""
-    for part in parts:
-        path = f"{path}[{part}]" if isinstance(part, int) else _join(path, str(part))
-    return path or "<root>"
 
 
 _validator: jsonschema.protocols.Validator | None = None
@@ -342,61 +210,6 @@ def schema_problems(data: Any) -> list[str]:
     return problems
 
 
-def parse_table(text: str) -> TableName:
-    """``schema.table`` or ``table``; a part may be double-quoted ("a.b", "x""y")."""
-    parts: list[str] = []
-    i, n = 0, len(text)
-    while True:
-        if i < n and text[i] == '"':
-            j, buf = i + 1, []
-            while True:
-                if j >= n:
-                    raise ValueError("unterminated double quote")
-                if text[j] == '"':
-                    if j + 1 < n and text[j + 1] == '"':
-                        buf.append('"')
-                        j += 2
-                        continue
-                    break
-                buf.append(text[j])
-                j += 1
-            part, i = "".join(buf), j + 1
-        else:
-            j = text.find(".", i)
-            j = n if j < 0 else j
-            part, i = text[i:j].strip(), j
-        if not part:
-            raise ValueError("empty name")
-        parts.append(part)
-        if i >= n:
-            break
-        if text[i] != ".":
-            raise ValueError(f"unexpected {text[i]!r} after a quoted name")
-        i += 1
-    if len(parts) > 2:
-        raise ValueError("expected schema.table or table")
-    if any(len(p.encode()) > 63 for p in parts):
-        raise ValueError("a PostgreSQL name is at most 63 bytes")
-    return TableName("public", parts[0]) if len(parts) == 1 else TableName(parts[0], parts[1])
-
-
-def parse_template(text: str) -> ChannelTemplate:
-    parts: list[tuple[str, str | None]] = []
-    for literal, name, spec, conversion in string.Formatter().parse(text):
-        if name is not None and (spec or conversion):
-            raise ValueError(f"field {{{name}}} may not have a format spec or conversion")
-        if name is not None and not name.strip():
-            raise ValueError("empty {} field")
-        parts.append((literal, name))
-    return ChannelTemplate(text, tuple(parts))
-
-
-def _display_ident(name: str) -> str:
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", name):
-        return name
-    return '"' + name.replace('"', '""') + '"'
-
-
 def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = None) -> Config:
     if data is None:
         raise ConfigError([f"{source}: empty config"])
@@ -408,9 +221,6 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
     # An unset variable also fails the schema at its key; say it once.
     problems = env_problems + [p for p in schema_problems(data) if p.split(": ")[0] not in unset]
 
-    from connector.filters import parse_where  # avoid an import cycle (filters → sql → config)
-    from connector.publishers.base import publisher_class  # avoid an import cycle
-
     raw_publishers = data.get("publishers") if isinstance(data.get("publishers"), dict) else {}
     publishers: dict[str, PublisherConfig] = {}
     for name, raw in raw_publishers.items():
@@ -420,9 +230,9 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
         try:
             cls = publisher_class(raw["type"])
         except LookupError as exc:
-            problems.append(f"{_join('publishers', name)}.type: {exc.args[0]}")
+            problems.append(f"{join_path('publishers', name)}.type: {exc.args[0]}")
             continue
-        problems += [_join("publishers", name) + p for p in cls.check_options(options)]
+        problems += [join_path("publishers", name) + p for p in cls.check_options(options)]
         raw_retry = raw.get("retry")
         # (an unknown or mistyped key is a schema problem already reported)
         retry = {k: v for k, v in raw_retry.items() if k in RetryConfig.__dataclass_fields__
@@ -500,5 +310,5 @@ def coerce(config: Config | Mapping[str, Any] | str | os.PathLike[str]) -> Confi
     if isinstance(config, Config):
         return config
     if isinstance(config, Mapping):
-        return Config.from_dict(config)
-    return Config.load(config)
+        return from_dict(config)
+    return load(config)

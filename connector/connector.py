@@ -18,8 +18,7 @@ import structlog
 
 from connector import db
 from connector.binding import bind, table_info
-from connector.config import Config, coerce
-from connector.events import Message
+from connector.config import coerce
 from connector.install import install
 from connector.metrics import Metrics
 from connector.parking import Drainer
@@ -29,14 +28,15 @@ from connector.publishers.base import (
     Parked,
     Publisher,
     PublishError,
-    publisher_class,
 )
+from connector.publishers.registry import publisher_class
 from connector.router import Router
 from connector.server import HealthServer, Readiness
 from connector.sources.base import Source, SourceDisconnected
 from connector.sources.session import HOUSEKEEPING
 from connector.sources.trigger import TriggerSource
 from connector.sources.wal import WalSource
+from connector.vocabulary import Config, Message
 
 log = structlog.get_logger("pgconnector")
 

@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
-from connector.config import ConfigError, PostgresConfig
+from connector.vocabulary import ConfigError, PostgresConfig
 
 # Let the server, too, notice within seconds when our side of a connection is gone (a crashed
 # host, a cut network): it then ends the session, which frees the consumer lock for a standby.

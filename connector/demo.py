@@ -26,9 +26,10 @@ import asyncpg
 import orjson
 
 from connector import db
-from connector.config import Config, PostgresConfig
+from connector.config import from_dict as config_from_dict
 from connector.connector import Connector
 from connector.install import uninstall
+from connector.vocabulary import PostgresConfig
 
 DEMO_SCHEMA = "pgconnector_demo"
 CDC_SCHEMA = "pgconnector_demo_cdc"
@@ -155,7 +156,7 @@ async def _run(pg: PostgresConfig, redis_url: str | None, changes: int) -> int:
         publishers["cache"] = {"type": "redis", "url": redis_url}
         routes.append({"table": f"{DEMO_SCHEMA}.users", "publisher": "cache",
                        "channel": "demo:users:{id}"})
-    config = Config.from_dict({"postgres": {k: v for k, v in
+    config = config_from_dict({"postgres": {k: v for k, v in
                                             (("dsn", pg.dsn), ("schema", pg.schema)) if v},
                                "publishers": publishers, "routes": routes})
     received: list[dict[str, Any]] = []

@@ -100,14 +100,13 @@ import re
 import struct
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from connector.config import OPERATIONS, parse_table
-from connector.sql import quote_ident
+from connector.vocabulary import OPERATIONS, Condition, Filter, parse_table, quote_ident
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "not_in", "is_null")
 ORDERING = frozenset({"lt", "lte", "gt", "gte"})
@@ -116,26 +115,6 @@ ANY = "any"  # the reserved key of the map form
 
 _EXPECTED_OPERATORS = ", ".join(OPERATORS)
 _SQL_OPS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
-
-
-@dataclass(frozen=True)
-class Condition:
-    """``column <op> value``. ``value`` is a tuple for ``in``/``not_in`` and a bool for
-    ``is_null``; raw (as written) until :func:`bind_types` types it."""
-
-    column: str
-    op: str
-    value: Any
-    # written as `column: value` (for error paths only: not part of equality)
-    shorthand: bool = field(default=False, compare=False, repr=False)
-
-
-@dataclass(frozen=True)
-class Filter:
-    """``AND(conditions) AND (OR(any_of) if any_of else true)``; empty: every row."""
-
-    conditions: tuple[Condition, ...] = ()
-    any_of: tuple[Filter, ...] = ()
 
 
 # --------------------------------------------------------------------------- parsing

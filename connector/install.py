@@ -14,11 +14,11 @@ from typing import Any
 import asyncpg
 
 from connector.binding import bind, table_info
-from connector.config import Config, ConfigError, TableName
 from connector.db import DatabaseError
 from connector.pushdown import RowTrigger, row_triggers
 from connector.sources.wal import slot_name
-from connector.sql import Queries, qualified, quote_ident
+from connector.sql import Queries
+from connector.vocabulary import Config, ConfigError, TableName, qualified, quote_ident
 
 CAPTURE_VERSION = 1
 

@@ -15,8 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-from connector.events import ChangeEvent, Message
-from connector.publishers.base import PermanentError
+from connector.vocabulary import ChangeEvent, Message, PermanentError
 
 STATES = ("new", "standby", "active", "reconnecting", "stopping", "stopped")
 

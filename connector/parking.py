@@ -22,8 +22,6 @@ import orjson
 import structlog
 
 from connector import db
-from connector.config import PostgresConfig, RetryConfig
-from connector.events import ChangeEvent, Message
 from connector.metrics import Metrics, route_label
 from connector.publishers.base import (
     DeadLetter,
@@ -32,9 +30,9 @@ from connector.publishers.base import (
     Publisher,
     PublishError,
     attempt,
-    backoff,
 )
 from connector.sql import Queries
+from connector.vocabulary import ChangeEvent, Message, PostgresConfig, RetryConfig, backoff
 
 log = structlog.get_logger("pgconnector.parking")
 

@@ -1,5 +1,5 @@
 """Decoding PostgreSQL's logical replication protocol (the ``pgoutput`` plugin, version 1) into
-the event of DESIGN.md §5. Pure: bytes in, events out; no I/O.
+the event README describes ("The event"). Pure: bytes in, events out; no I/O.
 
 Column values arrive in their text form. The common types map to JSON here, exactly as
 ``to_json`` maps them (the trigger source's payloads come from ``to_json``, and both sources
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from connector.events import ChangeEvent
+from connector.vocabulary import ChangeEvent
 
 _PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _I16 = struct.Struct("!h").unpack_from
@@ -268,7 +268,7 @@ def row(relation: Relation, values: list[Any], resolved: Mapping[tuple[int, byte
 
 def event(change: Change, resolved: Mapping[tuple[int, bytes], bytes],
           key: tuple[str, ...] = ()) -> ChangeEvent:
-    """The change as the event of DESIGN.md §5, with its JSON text."""
+    """The change as the event README describes, with its JSON text."""
     rel = change.relation
     new = old = None
     changes: dict[str, Any] | None = None

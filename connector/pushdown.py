@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from connector.binding import BoundRoute
 from connector.filters import columns, to_sql
-from connector.sql import quote_ident
+from connector.vocabulary import quote_ident
 
 
 @dataclass(frozen=True)

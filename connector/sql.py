@@ -3,7 +3,7 @@
 Placeholders are ``{name}`` for a fixed set of names; each is replaced by an identifier
 already quoted with :func:`quote_ident` (or a fixed keyword list built by the caller). Values
 travel as bind parameters (``$1``…), with one exception: a trigger's WHEN clause cannot take
-parameters, so connector/filters.py renders filter values there as escaped, typed literals.
+parameters, so connector/filters/ renders filter values there as escaped, typed literals.
 """
 
 from __future__ import annotations
@@ -11,22 +11,13 @@ from __future__ import annotations
 import re
 
 from connector import resources
-from connector.config import TableName
+from connector.vocabulary import qualified, quote_ident
+
+__all__ = ["Queries", "load", "qualified", "quote_ident"]
 
 _PLACEHOLDER = re.compile(
     r"\{(schema|table|row_trigger|insert_trigger|update_trigger|delete_trigger|"
     r"truncate_trigger|events|when|count|type|publication|tables|identity)\}")
-
-
-def quote_ident(name: str) -> str:
-    """Always-quoted identifier, the same rule as PostgreSQL's quote_ident / format('%I')."""
-    if "\x00" in name:
-        raise ValueError("identifier contains a NUL byte")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def qualified(table: TableName) -> str:
-    return f"{quote_ident(table.schema)}.{quote_ident(table.name)}"
 
 
 def load(name: str, **idents: str) -> str:
@@ -46,7 +37,6 @@ class Queries:
     """The statements of one installation (one schema), rendered once."""
 
     def __init__(self, schema: str) -> None:
-        self.schema_name = schema
         self.schema = quote_ident(schema)
         self.legacy_row_trigger_name = f"{schema}_capture_v1"  # before per-operation triggers
         self.op_trigger_names = {op: f"{schema}_{op}_v1" for op in ("insert", "update", "delete")}

@@ -26,8 +26,6 @@ from typing import Any
 
 import orjson
 
-from connector.config import parse_template
-from connector.events import Message
 from connector.publishers.base import (
     PartialFailure,
     PermanentError,
@@ -35,7 +33,8 @@ from connector.publishers.base import (
     PublishError,
     RetryableError,
 )
-from connector.router import render_channel
+from connector.vocabulary import Message, parse_template
+from connector.vocabulary.channels import render_channel
 
 # Ably's batch-publish error when some specs of a request failed (the others were published).
 BATCH_PARTIAL = 40020

@@ -9,53 +9,37 @@ engine's job, so each adapter stays a thin translation to its system's client li
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import jsonschema
 import structlog
 
-from connector.config import RetryConfig
-from connector.events import Message
+from connector.vocabulary import (
+    DeadLetter,
+    Message,
+    Outcome,
+    Parked,
+    PartialFailure,
+    PermanentError,
+    PublishError,
+    RetryableError,
+    RetryConfig,
+    backoff,
+    format_path,
+)
 
 if TYPE_CHECKING:
     from connector.metrics import Metrics
 
+__all__ = ["Attempt", "DeadLetter", "DeliveryEngine", "Outcome", "Parked", "PartialFailure",
+           "PermanentError", "PublishError", "Publisher", "RetryPolicy", "RetryableError",
+           "attempt"]
+
 log = structlog.get_logger("pgconnector.publish")
-
-
-class PublishError(Exception):
-    """Base of what ``Publisher.publish`` may raise. The text must not contain secrets."""
-
-
-class RetryableError(PublishError):
-    """Nothing (or nothing certain) was delivered; the same batch may succeed later.
-
-    ``retry_after`` is the least wait the system asked for (a rate limit), in seconds."""
-
-    def __init__(self, message: str, retry_after: float = 0.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class PermanentError(PublishError):
-    """These messages can never be delivered as they are (rejected, too large, forbidden)."""
-
-
-class PartialFailure(PublishError):
-    """Some messages of the batch failed, the others were delivered.
-
-    ``failures`` maps the index of each failed message in the batch to a RetryableError or a
-    PermanentError."""
-
-    def __init__(self, failures: Mapping[int, PublishError]) -> None:
-        self.failures = dict(failures)
-        first = next(iter(self.failures.values()), None)
-        super().__init__(f"{len(self.failures)} message(s) failed; first: {first}")
 
 
 class Publisher(ABC):
@@ -77,10 +61,6 @@ class Publisher(ABC):
         checked by the config schema)."""
         if cls.options_schema is None:
             return []
-        import jsonschema
-
-        from connector.config import format_path
-
         validator = jsonschema.Draft202012Validator(cls.options_schema)
         return [f".{format_path(e.absolute_path)}: {e.message}"
                 for e in validator.iter_errors(dict(options))]
@@ -96,62 +76,6 @@ class Publisher(ABC):
         """Release connections; must not raise."""
 
 
-_BUILTIN = {
-    "ably": "connector.publishers.ably:AblyPublisher",
-    "redis": "connector.publishers.redis:RedisPublisher",
-    "stdout": "connector.publishers.stdout:StdoutPublisher",
-}
-
-
-def publisher_class(type_name: str) -> type[Publisher]:
-    """The adapter class for ``type_name``: built-in, or from the ``pgconnector.publishers``
-    entry-point group (how a third-party package ships an adapter)."""
-    target = _BUILTIN.get(type_name)
-    if target is None:
-        for ep in entry_points(group="pgconnector.publishers"):
-            if ep.name == type_name:
-                target = ep.value
-                break
-    if target is None:
-        plugins = {ep.name for ep in entry_points(group="pgconnector.publishers")}
-        names = sorted(set(_BUILTIN) | plugins)
-        raise LookupError(f"unknown publisher type {type_name!r} (available: {', '.join(names)})")
-    module_name, _, attr = target.partition(":")
-    import importlib
-
-    cls = getattr(importlib.import_module(module_name), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Publisher)):
-        raise LookupError(f"publisher type {type_name!r}: {target} is not a Publisher")
-    return cls
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    message: Message
-    error: str
-    attempts: int
-
-
-@dataclass(frozen=True)
-class Parked:
-    """A message left for later: its publisher is down (or already has messages waiting, which
-    this one must not overtake). It waits in the database, not in memory."""
-
-    message: Message
-    error: str | None  # the last failure; None when not tried yet
-    attempts: int
-
-
-@dataclass
-class Outcome:
-    """What became of a batch: delivered, except ``dead`` and ``parked``; ``stalled`` names
-    the publishers that stayed unavailable (their undelivered messages are in ``parked``)."""
-
-    dead: list[DeadLetter] = field(default_factory=list)
-    parked: list[Parked] = field(default_factory=list)
-    stalled: dict[str, PublishError] = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 4            # tries within one batch before parking its messages
@@ -162,13 +86,6 @@ class RetryPolicy:
         """Exponential backoff with "equal" jitter: half fixed, half random, so the waits
         grow attempt after attempt while retries of many instances still spread out."""
         return backoff(attempt, self.initial_backoff, self.max_backoff)
-
-
-def backoff(attempt: int, initial: float, ceiling: float) -> float:
-    """The wait after failed attempt number ``attempt`` (1-based): doubling from ``initial``
-    up to ``ceiling``, half of it random."""
-    top = min(ceiling, initial * 2.0 ** min(attempt - 1, 40))  # 2.0 ** 1024 overflows
-    return top / 2 + random.uniform(0, top / 2)
 
 
 @dataclass(frozen=True)

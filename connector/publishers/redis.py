@@ -8,7 +8,6 @@ from typing import Any
 
 import hiredis
 
-from connector.events import Message
 from connector.publishers.base import (
     PartialFailure,
     PermanentError,
@@ -17,6 +16,7 @@ from connector.publishers.base import (
     RetryableError,
 )
 from connector.publishers.resp import Command, RespConnection, RespError
+from connector.vocabulary import Message
 
 # Server replies that mean "not now" rather than "never".
 _TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "READONLY", "MASTERDOWN", "CLUSTERDOWN",

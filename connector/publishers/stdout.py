@@ -8,8 +8,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from connector.events import Message
 from connector.publishers.base import Publisher, RetryableError
+from connector.vocabulary import Message
 
 
 class StdoutPublisher(Publisher):

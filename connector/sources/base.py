@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.events import ChangeEvent
 from connector.publishers.base import DeadLetter, Parked
+from connector.vocabulary import ChangeEvent
 
 
 @dataclass(frozen=True)

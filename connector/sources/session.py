@@ -26,9 +26,9 @@ import asyncpg
 import structlog
 
 from connector import db
-from connector.config import CaptureConfig, PostgresConfig
 from connector.sources.base import Batch, Source, SourceDisconnected
 from connector.sql import Queries
+from connector.vocabulary import CaptureConfig, PostgresConfig
 
 log = structlog.get_logger("pgconnector.source")
 T = TypeVar("T")

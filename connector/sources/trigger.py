@@ -4,7 +4,8 @@ Each batch is one transaction that deletes the claimed rows; it commits only aft
 so a crash re-delivers, never loses. Wake-up: the capture trigger NOTIFYs only while this
 source dozes (``doze``, sql/doze.sql), and then only from the one transaction holding a
 transaction-level advisory lock, so most commits send nothing (a NOTIFY per commit would
-serialise commits, see BASELINE.md); polling finds the others.
+serialise commits on the server's notify queue lock, README "How it works"); polling finds
+the others.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from connector.config import CaptureConfig, PostgresConfig
-from connector.events import ChangeEvent
 from connector.parking import dead_letter_args, park_args
 from connector.publishers.base import DeadLetter, Parked
 from connector.sources.base import Backlog, Batch
 from connector.sources.session import ConsumerSession
+from connector.vocabulary import CaptureConfig, ChangeEvent, PostgresConfig
 
 # The claim transaction commits without waiting for its WAL flush: a commit lost in a server
 # crash only brings its outbox rows back, delivered again (the at-least-once we promise

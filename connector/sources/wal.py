@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from connector import pgoutput
-from connector.config import CaptureConfig, PostgresConfig
 from connector.parking import dead_letter_args, park_args
 from connector.publishers.base import DeadLetter, Parked
 from connector.sources.base import Backlog, Batch
 from connector.sources.session import ConsumerSession
+from connector.vocabulary import CaptureConfig, PostgresConfig
 
 # Values are decoded in this session, so its settings fix their text form (connector/pgoutput.py
 # maps that to JSON). Acknowledgements need no flush wait: a lost one only re-delivers.
@@ -55,7 +55,6 @@ class WalSource(ConsumerSession):
         self.publication = capture.publication or pg.schema
         self._decoder = pgoutput.Decoder()
         self._cursor = False  # a peek's cursor is open
-        self._peeked = 0  # messages fetched from it so far
         self._fetch_sql = self.q.get("wal_fetch", count=str(int(capture.batch_size)))
         self._type_names: dict[int, str] = {}
 
@@ -71,10 +70,9 @@ class WalSource(ConsumerSession):
             if not self._cursor:
                 await self._call(self.conn.execute, self.q.get("wal_peek"), self.slot,
                                  PEEK_MESSAGES, self.publication, long=True)
-                self._cursor, self._peeked = True, 0
+                self._cursor = True
                 self._decoder.reset()
             rows = await self._call(self.conn.fetch, self._fetch_sql, long=True)
-            self._peeked += len(rows)
             changes, position = self._decoder.feed((r["lsn"], r["data"]) for r in rows)
             if len(rows) < self.capture.batch_size:
                 await self._close_cursor()

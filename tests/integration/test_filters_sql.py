@@ -31,7 +31,7 @@ from connector.filters import (
     parse_where,
     to_sql,
 )
-from connector.sql import quote_ident
+from connector.vocabulary import quote_ident
 
 LABELS = ["sad", "ok", "happy", "Zürich", "B", "a", "it's"]
 TEXT = 'we"ird'  # a text column with a hostile name

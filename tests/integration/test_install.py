@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from connector.config import Config, ConfigError
+from connector.config import from_dict as config_from_dict
 from connector.install import BacklogNotEmpty, install, status, uninstall
+from connector.vocabulary import Config, ConfigError
 from tests.integration.helpers import make_config
 
 
@@ -24,7 +25,7 @@ async def tables(pg: asyncpg.Connection) -> None:
 
 
 def cfg(database: str, routes: list[dict[str, object]]) -> Config:
-    return Config.from_dict(make_config(database, "redis://127.0.0.1:6379/0", routes))
+    return config_from_dict(make_config(database, "redis://127.0.0.1:6379/0", routes))
 
 
 async def test_install_is_idempotent_and_reconciles(
@@ -100,7 +101,7 @@ async def test_missing_table_is_a_config_error_and_installs_nothing(
 async def test_hostile_names_install_and_uninstall(database: str, pg: asyncpg.Connection) -> None:
     await pg.execute('CREATE SCHEMA "My Schema"')
     await pg.execute('CREATE TABLE "My Schema"."Order ""Items""; drop" (id int PRIMARY KEY)')
-    config = Config.from_dict(make_config(
+    config = config_from_dict(make_config(
         database, "redis://127.0.0.1:6379/0",
         [{"table": '"My Schema"."Order ""Items""; drop"', "publisher": "cache", "channel": "x"}],
         schema='cdc "odd"; schema'))

@@ -8,7 +8,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from connector import Connector
-from connector.config import Config
+from connector.config import from_dict as config_from_dict
 from connector.install import install
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import free_port, make_config, redis_server
@@ -203,7 +203,7 @@ async def test_changes_of_a_dropped_table_still_arrive(
     await pg.execute("CREATE TABLE gone (id int PRIMARY KEY, name text)")
     config = make_config(database, redis_url, [
         {"table": "gone", "publisher": "cache", "channel": channel_prefix + ":gone"}])
-    await install(pg, Config.from_dict(config))
+    await install(pg, config_from_dict(config))
     await pg.execute("INSERT INTO gone VALUES (1, 'a')")
     await pg.execute("DROP TABLE gone")
     async with subscriber, Connector(config, install=False):
@@ -225,7 +225,7 @@ async def test_changes_of_a_relation_known_nowhere_are_consumed_unrouted(
     config = make_config(database, redis_url, [
         {"table": t, "publisher": "cache", "channel": f"{channel_prefix}:{t}"}
         for t in ("gone", "kept")])
-    await install(pg, Config.from_dict(config))
+    await install(pg, config_from_dict(config))
     await pg.execute("INSERT INTO gone VALUES (1, 'a')")
     await pg.execute("DROP TABLE gone")
     await pg.execute("DELETE FROM pgconnector.installed_tables WHERE table_name = 'gone'")

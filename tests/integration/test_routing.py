@@ -11,8 +11,9 @@ import asyncpg
 import pytest
 
 from connector import Connector
-from connector.config import Config, ConfigError
+from connector.config import from_dict as config_from_dict
 from connector.install import install
+from connector.vocabulary import ConfigError
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import make_config
 
@@ -71,7 +72,7 @@ async def test_filters_decide_in_the_trigger_and_in_the_router(
         subscriber: RedisSubscriber, where: dict[str, Any], expected: list[int]) -> None:
     await pg.execute(ORDERS)
     config = cfg(database, redis_url, channel_prefix, where=where, operations=["insert"])
-    await install(pg, Config.from_dict(config))
+    await install(pg, config_from_dict(config))
     await insert_rows(pg)
     assert await captured_ids(pg) == expected  # pushdown: only matching changes are written
     await pg.execute("TRUNCATE orders, pgconnector.outbox")
@@ -116,7 +117,7 @@ async def test_column_selection_and_ignore_lists(
          "operations": ["update"], "columns": ["status", "amount"]},
         {"table": "orders", "publisher": "cache", "channel": channel_prefix + ":ign",
          "operations": ["update"], "ignore_columns": ["views", "note"]}])
-    await install(pg, Config.from_dict(config))
+    await install(pg, config_from_dict(config))
     await pg.execute("UPDATE orders SET views = views + 1, note = 'seen'")  # nobody watches
     assert await captured_ids(pg) == []  # not even written to the outbox
     tgdef = await pg.fetchval("SELECT pg_get_triggerdef(oid) FROM pg_trigger "
@@ -163,7 +164,7 @@ async def test_split_key_change_and_include_types(
 ])
 def test_invalid_filters_fail_validation(route: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError) as err:
-        Config.from_dict(cfg("postgresql://x/y", "redis://127.0.0.1:6379/0", "p", **route))
+        config_from_dict(cfg("postgresql://x/y", "redis://127.0.0.1:6379/0", "p", **route))
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
 
 
@@ -177,7 +178,7 @@ def test_invalid_filters_fail_validation(route: dict[str, Any], problem: str) ->
 async def test_filters_that_do_not_fit_the_table_fail_install(
         database: str, pg: asyncpg.Connection, route: dict[str, Any], problem: str) -> None:
     await pg.execute(ORDERS)
-    config = Config.from_dict(cfg(database, "redis://127.0.0.1:6379/0", "p", **route))
+    config = config_from_dict(cfg(database, "redis://127.0.0.1:6379/0", "p", **route))
     with pytest.raises(ConfigError) as err:
         await install(pg, config)
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems

@@ -10,7 +10,7 @@ import time
 import asyncpg
 
 from connector import Connector
-from connector.config import Config
+from connector.config import from_dict as config_from_dict
 from connector.install import install
 from connector.sources.session import GATHER_FROM, WAKE_CHANNEL
 from connector.sources.trigger import TriggerSource
@@ -42,7 +42,7 @@ async def heard_within(heard: asyncio.Queue[str], seconds: float) -> bool:
 async def test_writes_notify_only_while_the_consumer_dozes(
         database: str, pg: asyncpg.Connection, redis_url: str) -> None:
     await pg.execute("CREATE TABLE items (id serial PRIMARY KEY, name text)")
-    await install(pg, Config.from_dict(make_config(database, redis_url, [
+    await install(pg, config_from_dict(make_config(database, redis_url, [
         {"table": "items", "publisher": "cache", "channel": "c"}])))
     listener, heard = await listen(database)
     consumer = await asyncpg.connect(database)
@@ -100,7 +100,7 @@ async def test_a_busy_source_stops_the_wake_ups_and_dozes_again_when_idle(
     """A stream of changes (a batch of GATHER_FROM or more) makes the source let go of the
     doze lock, so the writers send nothing; once it has nothing to claim it dozes again."""
     await pg.execute("CREATE TABLE items (id serial PRIMARY KEY, name text)")
-    config = Config.from_dict(make_config(database, redis_url, [
+    config = config_from_dict(make_config(database, redis_url, [
         {"table": "items", "publisher": "cache", "channel": "c"}]))
     await install(pg, config)
     source = TriggerSource(config.postgres, config.capture)

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from connector import Connector
-from connector.config import Config
+from connector.config import from_dict as config_from_dict
 from connector.db import DatabaseError
 from connector.install import BacklogNotEmpty, install, uninstall
 from connector.sources import session
@@ -162,7 +162,7 @@ async def test_replica_identity_keep_gives_the_key_as_old(
         admin = await asyncpg.connect(logical_database)
         try:
             with pytest.raises(Exception, match="nokey has no primary key"):
-                await install(admin, Config.from_dict(bad))
+                await install(admin, config_from_dict(bad))
         finally:
             await admin.close()
     finally:
@@ -203,7 +203,7 @@ async def test_install_checks_and_uninstall_leaves_nothing(
     try:
         await conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
         with pytest.raises(DatabaseError, match="needs wal_level = logical"):
-            await install(conn, Config.from_dict(wal_config(database, redis_url, routes)))
+            await install(conn, config_from_dict(wal_config(database, redis_url, routes)))
         assert not await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'pgconnector')")
     finally:
@@ -214,8 +214,8 @@ async def test_install_checks_and_uninstall_leaves_nothing(
         await conn.execute("CREATE UNIQUE INDEX t_ident ON t (id)")
         await conn.execute("ALTER TABLE t REPLICA IDENTITY USING INDEX t_ident")
         identity = ("SELECT relreplident::text FROM pg_class WHERE oid = 't'::regclass")
-        trigger_cfg = Config.from_dict(make_config(logical_database, redis_url, routes))
-        wal_cfg = Config.from_dict(wal_config(logical_database, redis_url, routes))
+        trigger_cfg = config_from_dict(make_config(logical_database, redis_url, routes))
+        wal_cfg = config_from_dict(wal_config(logical_database, redis_url, routes))
         await install(conn, trigger_cfg)
         await conn.execute("INSERT INTO t VALUES (1)")  # captured by the trigger, undelivered
         with pytest.raises(BacklogNotEmpty, match="1 change"):
@@ -227,7 +227,7 @@ async def test_install_checks_and_uninstall_leaves_nothing(
                                    " AND NOT tgisinternal") == 0
         assert await conn.fetchval(identity) == "f"
         await install(conn, wal_cfg)  # again: what it had before is remembered once
-        await install(conn, Config.from_dict(wal_config(logical_database, redis_url, routes,
+        await install(conn, config_from_dict(wal_config(logical_database, redis_url, routes,
                                                         replica_identity="keep")))
         assert await conn.fetchval(identity) == "i"  # keep: given back
         await install(conn, wal_cfg)
@@ -269,7 +269,7 @@ async def test_least_privilege_roles_as_the_readme_lists_them(
 
     inst = await asyncpg.connect(logical_database.replace("postgres@", f"{install_role}@", 1))
     try:
-        await install(inst, Config.from_dict(as_role(install_role)))
+        await install(inst, config_from_dict(as_role(install_role)))
         for grant in (
                 "GRANT USAGE ON SCHEMA pgconnector TO {r}",
                 "GRANT SELECT ON pgconnector.installed_tables TO {r}",

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import yaml
 
-from connector import ably_compat
-from connector.config import Config, ConfigError, parse
+from connector.compat import ably as ably_compat
+from connector.config import load as load_config
+from connector.config import parse
+from connector.vocabulary import ConfigError
 
 KEY = "app.key:s3cret"
 
@@ -107,12 +109,12 @@ def test_files_of_both_forms_load_transparently(tmp_path: Path,
     (tmp_path / ".env").write_text(DOTENV)
     (tmp_path / "prod.env").write_text(DOTENV)
     for name in ("default.json", ".env", "prod.env"):
-        config = Config.load(tmp_path / name)
+        config = load_config(tmp_path / name)
         assert config.publishers["ably"].type == "ably"
         assert config.postgres.host == "db"
     (tmp_path / "bad.json").write_text(json.dumps({**DEFAULT_JSON, "ably": []}))
     with pytest.raises(ConfigError) as err:
-        Config.load(tmp_path / "bad.json")
+        load_config(tmp_path / "bad.json")
     assert err.value.problems == ["ably.apiKey: required (a string)"]
 
 
@@ -153,7 +155,7 @@ NODE_DEFAULT_JSON = {
 
 def load_problems(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as err:
-        Config.load(path)
+        load_config(path)
     return err.value.problems
 
 
@@ -244,7 +246,7 @@ def test_missing_env_file_reads_the_environment_as_the_node_connector_does(
     for line in DOTENV.splitlines():
         name, _, value = line.partition("=")
         clean_env.setenv(name, value)
-    config = Config.load(missing)
+    config = load_config(missing)
     assert config.postgres.host == "db" and len(config.routes) == 2
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import orjson
 import pytest
 
-from connector.events import ChangeEvent, Message
 from connector.publishers.ably import AblyPublisher, _Bucket
 from connector.publishers.base import PermanentError, PublishError, RetryableError
+from connector.vocabulary import ChangeEvent, Message
 
 KEY = "app.key:secretvalue"
 

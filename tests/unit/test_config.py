@@ -4,15 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import (
-    Config,
-    ConfigError,
-    TableName,
-    expand_env,
-    parse,
-    parse_table,
-    parse_template,
-)
+from connector.config import expand_env, parse
+from connector.config import from_dict as config_from_dict
+from connector.config import load as load_config
+from connector.vocabulary import ConfigError, TableName, parse_table, parse_template
 
 GOOD = {
     "postgres": {"dsn": "postgresql://postgres@127.0.0.1/postgres", "schema": "cdc"},
@@ -50,8 +45,8 @@ def test_yaml_and_json_files_load(tmp_path: Path) -> None:
     j = tmp_path / "c.json"
     j.write_text('{"publishers": {"c": {"type": "stdout"}}, '
                  '"routes": [{"table": "t", "publisher": "c", "channel": "x"}]}')
-    assert Config.load(y).routes[0].table == TableName("public", "t")
-    assert Config.load(j).routes[0].channel.source == "x"
+    assert load_config(y).routes[0].table == TableName("public", "t")
+    assert load_config(j).routes[0].channel.source == "x"
 
 
 def test_env_expansion() -> None:
@@ -121,12 +116,12 @@ def test_long_schema_rejected() -> None:
 
 def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
-        Config.load(tmp_path / "nope.yaml")
+        load_config(tmp_path / "nope.yaml")
     assert exc.value.problems == [f"{tmp_path / 'nope.yaml'}: no such file"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("publishers: {a: [}\n")
     with pytest.raises(ConfigError) as exc:
-        Config.load(bad)
+        load_config(bad)
     assert "invalid YAML at line 1" in exc.value.problems[0]
 
 
@@ -189,14 +184,14 @@ def test_server_section_problems_name_the_key(server: dict[str, object], expecte
 
 def test_redis_url_with_a_bad_port_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as exc:
-        Config.from_dict({"publishers": {"c": {"type": "redis",
+        config_from_dict({"publishers": {"c": {"type": "redis",
                                                "url": "redis://:s3cret@host:notaport/0"}},
                           "routes": [{"table": "t", "publisher": "c", "channel": "c"}]})
     assert exc.value.problems == ["publishers.c.url: invalid port"]
 
 
 def test_retry_gives_up_on_attempts_or_age_and_never_by_default() -> None:
-    from connector.config import RetryConfig
+    from connector.vocabulary import RetryConfig
 
     assert not RetryConfig().gives_up(10_000, 1e9)
     assert RetryConfig(max_attempts=3).gives_up(3) and not RetryConfig(max_attempts=3).gives_up(2)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.config import PostgresConfig
 from connector.db import describe_target
+from connector.vocabulary import PostgresConfig
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from connector.config import RetryConfig
-from connector.events import ChangeEvent, Message
 from connector.publishers.base import (
     DeliveryEngine,
     PartialFailure,
@@ -17,8 +15,9 @@ from connector.publishers.base import (
     RetryableError,
     RetryPolicy,
     backoff,
-    publisher_class,
 )
+from connector.publishers.registry import publisher_class
+from connector.vocabulary import ChangeEvent, Message, RetryConfig
 
 FAST = RetryPolicy(attempts=3, initial_backoff=0.001, max_backoff=0.002)
 
@@ -105,6 +104,7 @@ async def test_publishers_are_independent() -> None:
 def test_registry() -> None:
     assert publisher_class("redis").type_name == "redis"
     assert publisher_class("stdout").type_name == "stdout"
+    assert publisher_class("ably").type_name == "ably"
     with pytest.raises(LookupError, match="unknown publisher type 'nope'"):
         publisher_class("nope")
 

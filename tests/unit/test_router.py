@@ -3,8 +3,8 @@ from __future__ import annotations
 import orjson
 
 from connector.config import parse
-from connector.events import ChangeEvent
 from connector.router import Router, render_value
+from connector.vocabulary import ChangeEvent
 
 
 def event(op: str, new: dict[str, object] | None = None, old: dict[str, object] | None = None,

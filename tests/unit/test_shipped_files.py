@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.config import Config
+from connector.config import load as load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("path", sorted(ROOT.glob("config/**/*.yaml")), ids=lambda p: p.name)
 def test_example_configs_validate(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABLY_API_KEY", "appid.keyid:not-a-real-secret")
-    assert Config.load(path).routes
+    assert load_config(path).routes
 
 
 def test_compose_file_parses() -> None:

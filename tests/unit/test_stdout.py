@@ -4,8 +4,8 @@ import io
 
 import orjson
 
-from connector.events import ChangeEvent, Message
 from connector.publishers.stdout import StdoutPublisher
+from connector.vocabulary import ChangeEvent, Message
 
 
 async def test_one_json_line_per_event() -> None:

@@ -12,8 +12,8 @@ import orjson
 
 @dataclass(slots=True)
 class ChangeEvent:
-    """One captured row change. ``payload`` is the event's JSON text (DESIGN.md §5), built by
-    the source; it is parsed only when a route needs a column value (``row``)."""
+    """One captured row change. ``payload`` is the event's JSON text (README's "The event"),
+    built by the reader; it is parsed only when a route needs a column value (``row``)."""
 
     position: int
     schema: str

@@ -7,7 +7,7 @@ or the variables ``DB_HOST`` … ``ABLY_API_KEY`` and ``ABLY_CONNECTOR`` (the li
 publisher and one route per mapping, then the usual validation runs on the result, and its
 problems are reported under the legacy names (``connector[1].tablename``, ``ABLY_API_KEY``).
 
-Pure functions only; reading files stays in connector.config.
+Pure functions only; reading files and validating the result stay in connector/config.py.
 """
 
 from __future__ import annotations
@@ -97,20 +97,6 @@ def remap_problems(data: Any, problems: list[str]) -> list[str]:
             problem = f"{paths[best]}{path[len(best):]}: {message}"
         out.append(problem)
     return out
-
-
-def check(data: LegacyConfig, *, key_written: bool = True) -> list[str]:
-    """The normal validation's problems with a converted config, under the legacy names;
-    the API key's format only if ``key_written`` (else the output holds a reference)."""
-    from connector.config import ConfigError, parse  # connector.config imports this module
-
-    try:
-        parse(data, env={})
-    except ConfigError as exc:
-        key = data.paths.get(f"publishers.{PUBLISHER}.api_key", "")
-        return [p for p in remap_problems(data, exc.problems)
-                if key_written or not p.startswith(key + ": ")]
-    return []
 
 
 # --------------------------------------------------------------------------- conversion

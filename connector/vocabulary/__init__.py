@@ -1,0 +1,52 @@
+"""The vocabulary: the values every layer speaks, at the bottom of the package.
+
+Change events and messages, table names and operations, channel templates, the row filter
+model, the config dataclasses and ConfigError, and the outcome of a delivery. Pure data and
+small pure functions; importing nothing of ours (checked by ``make lint``: .importlinter).
+"""
+
+from connector.vocabulary.config import (
+    CaptureConfig,
+    Config,
+    ConfigError,
+    LoggingConfig,
+    PostgresConfig,
+    PublisherConfig,
+    RetryConfig,
+    Route,
+    ServerConfig,
+    backoff,
+    format_path,
+    join_path,
+)
+from connector.vocabulary.events import ChangeEvent, Message
+from connector.vocabulary.filter import Condition, Filter
+from connector.vocabulary.names import (
+    BUILTIN_FIELDS,
+    OPERATIONS,
+    ChannelTemplate,
+    TableName,
+    display_ident,
+    parse_table,
+    parse_template,
+    qualified,
+    quote_ident,
+)
+from connector.vocabulary.outcome import (
+    DeadLetter,
+    Outcome,
+    Parked,
+    PartialFailure,
+    PermanentError,
+    PublishError,
+    RetryableError,
+)
+
+__all__ = [
+    "BUILTIN_FIELDS", "OPERATIONS", "CaptureConfig", "ChangeEvent", "ChannelTemplate",
+    "Condition", "Config", "ConfigError", "DeadLetter", "Filter", "LoggingConfig", "Message",
+    "Outcome", "Parked", "PartialFailure", "PermanentError", "PostgresConfig", "PublishError",
+    "PublisherConfig", "RetryConfig", "RetryableError", "Route", "ServerConfig", "TableName",
+    "backoff", "display_ident", "format_path", "join_path", "parse_table", "parse_template",
+    "qualified", "quote_ident",
+]

@@ -1,0 +1,161 @@
+"""The config as the engine sees it: frozen dataclasses, one per section, and ConfigError.
+
+connector/config.py builds them from a file (read, expand, validate, cross-check); everything
+else only reads them. Defaults live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.vocabulary.filter import Filter
+from connector.vocabulary.names import ChannelTemplate, TableName
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``problems`` holds one ``path: message`` line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Route:
+    index: int
+    table: TableName
+    operations: frozenset[str]
+    publisher: str
+    channel: ChannelTemplate
+    where: Filter | None = None  # values not yet typed: connector/binding.py types them
+    transitions: bool = True
+    columns: tuple[str, ...] | None = None
+    ignore_columns: tuple[str, ...] = ()
+    split_key_change: bool = False
+    include_types: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Every change of the table's operations, whole: the router's fast path."""
+        return (self.where is None and self.columns is None and not self.ignore_columns
+                and not self.split_key_change and not self.include_types)
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """How long a message that cannot be delivered for now is retried (publishers.X.retry)."""
+
+    max_attempts: int | None = None  # None: no limit
+    max_age: float | None = None  # seconds since the first failed attempt; None: no limit
+    initial_backoff: float = 0.5
+    max_backoff: float = 10.0  # bounds how late delivery resumes after an outage
+
+    def gives_up(self, attempts: int, age: float = 0.0) -> bool:
+        """Whether a message that failed ``attempts`` times, the first ``age`` seconds ago,
+        goes to the dead letters rather than being tried again."""
+        return ((self.max_attempts is not None and attempts >= self.max_attempts)
+                or (self.max_age is not None and age >= self.max_age))
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number ``attempt`` (1-based)."""
+        return backoff(attempt, self.initial_backoff, self.max_backoff)
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    name: str
+    type: str
+    options: Mapping[str, Any]  # the adapter's own options (without type and retry)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+
+
+@dataclass(frozen=True)
+class PostgresConfig:
+    dsn: str | None = field(default=None, repr=False)  # may hold the password
+    schema: str = "pgconnector"
+    connect_timeout: float = 10.0
+    application_name: str | None = None
+    # libpq-style parts; each overrides the DSN's (and the PG* variables')
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    database: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    source: str = "trigger"  # or "wal" (connector/readers/wal.py)
+    slot: str | None = None  # wal: the replication slot (default: from postgres.schema)
+    publication: str | None = None  # wal: the publication (default: postgres.schema)
+    replica_identity: str = "full"  # wal: set REPLICA IDENTITY FULL on captured tables, or keep
+    batch_size: int = 1000
+    max_batch_bytes: int = 8 * 1024 * 1024
+    poll_interval: float = 0.5
+    standby_retry: float = 2.0
+    linger: float = 0.0
+    liveness_interval: float = 1.0
+    liveness_timeout: float = 4.0
+    takeover_after: float = 8.0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "auto"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The health and metrics HTTP server (connector/server.py)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 9187  # 0: any free port (tests)
+
+
+@dataclass(frozen=True)
+class Config:
+    publishers: Mapping[str, PublisherConfig]
+    routes: tuple[Route, ...]
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    server: ServerConfig | None = None  # None: no `server:` section, no server
+    source: str = "<dict>"
+
+    @property
+    def tables(self) -> dict[TableName, frozenset[str]]:
+        """Every captured table with the union of its routes' operations."""
+        out: dict[TableName, frozenset[str]] = {}
+        for route in self.routes:
+            out[route.table] = out.get(route.table, frozenset()) | route.operations
+        return out
+
+
+def backoff(attempt: int, initial: float, ceiling: float) -> float:
+    """The wait after failed attempt number ``attempt`` (1-based): doubling from ``initial``
+    up to ``ceiling``, with "equal" jitter (half fixed, half random), so waits grow attempt
+    after attempt while the retries of many instances still spread out."""
+    top = min(ceiling, initial * 2.0 ** min(attempt - 1, 40))  # 2.0 ** 1024 overflows
+    return top / 2 + random.uniform(0, top / 2)
+
+
+def join_path(path: str, key: str) -> str:
+    """``path.key``, or ``path["key"]`` when the key is no plain name."""
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
+        return f"{path}.{key}" if path else key
+    return f"{path}[{json.dumps(key)}]"
+
+
+def format_path(parts: Any) -> str:
+    """A key path (names and list indexes) as the config's error lines write it."""
+    path = ""
+    for part in parts:
+        path = f"{path}[{part}]" if isinstance(part, int) else join_path(path, str(part))
+    return path or "<root>"
