@@ -59,7 +59,7 @@ from bench.processes import Daemon, Subscriber
 from bench.report import Report, Row, Series
 from connector.config import from_dict as config_from_dict
 from connector.install import wal_names
-from connector.sources.session import _FIRST_BACKOFF
+from connector.readers.polling import _FIRST_BACKOFF
 from tests.faults.servers import PostgresCluster, pg_bindir
 
 # What the wal source needs of the cluster; the shared server's own settings follow (COPIED).

@@ -1,16 +1,14 @@
 """Routes bound to their tables: filters typed by the columns' PostgreSQL types, column lists
-checked, primary keys known. Done at ``install`` and ``start``; a mistake is a config error
-(exit 2) naming the route's key path."""
+checked, primary keys known. Done at ``install`` and ``start`` with what connector/store/
+catalog.py read of the tables; a mistake is a config error (exit 2) naming the route's key
+path. Pure: no I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import asyncpg
-
 from connector.filters import bind_types
-from connector.sql import load
 from connector.vocabulary import Config, ConfigError, Filter, Route, TableName
 
 
@@ -30,28 +28,6 @@ class BoundRoute:
     where: Filter | None  # typed
     keep: frozenset[str] | None  # the columns published; None = all
     watched: frozenset[str] | None  # an update changing none of these publishes nothing
-
-
-async def table_info(conn: asyncpg.Connection,
-                     tables: Iterable[TableName]) -> dict[TableName, TableInfo]:
-    wanted = sorted(set(tables), key=str)
-    rows = await conn.fetch(load("table_columns"), [t.schema for t in wanted],
-                            [t.name for t in wanted])
-    grouped: dict[TableName, list[asyncpg.Record]] = {}
-    for r in rows:
-        grouped.setdefault(TableName(r["schema_name"], r["table_name"]), []).append(r)
-    out = {}
-    for table, cols in grouped.items():
-        key = sorted((r for r in cols if r["key_position"] is not None),
-                     key=lambda r: r["key_position"])
-        out[table] = TableInfo(
-            columns=tuple(r["column_name"] for r in cols),
-            declared={r["column_name"]: r["type_name"] for r in cols},
-            types={r["column_name"]: filter_type(r["base_type"] or r["type_name"],
-                                                 bool(r["is_enum"])) for r in cols},
-            key=tuple(r["column_name"] for r in key),
-            generated=frozenset(r["column_name"] for r in cols if r["generated"]))
-    return out
 
 
 def filter_type(type_name: str, is_enum: bool) -> str:

@@ -269,7 +269,7 @@ IdOpt = Annotated[list[int] | None, typer.Option("--id", help="Only these (repea
 def _selection(publisher: str | None, table: str | None, older_than: str | None,
                newer_than: str | None, ids: list[int] | None,
                limit: int | None = None) -> Any:
-    from connector.dead_letters import Selection, parse_duration
+    from connector.store.dead_letters import Selection, parse_duration
     from connector.vocabulary import parse_table
 
     def duration(option: str, text: str | None) -> float | None:
@@ -310,7 +310,7 @@ def dead_letters_list(
         "--json", help="One JSON object per line, with the payload.")] = False,
 ) -> None:
     """Show dead letters, oldest first."""
-    from connector import dead_letters
+    from connector.store import dead_letters
 
     cfg = load(config)
     sel = _selection(publisher, table, older_than, newer_than, ids, limit)
@@ -344,7 +344,7 @@ def dead_letters_retry(
 ) -> None:
     """Re-queue dead letters (all, or those selected) for delivery, in their order: the
     running daemon delivers them at once, with fresh attempts."""
-    from connector import dead_letters
+    from connector.store import dead_letters
 
     cfg = load(config)
     sel = _selection(publisher, table, older_than, newer_than, ids)
@@ -364,7 +364,7 @@ def dead_letters_purge(
     purge_all: Annotated[bool, typer.Option("--all", help="Purge every dead letter.")] = False,
 ) -> None:
     """Delete dead letters for good (those selected, or --all)."""
-    from connector import dead_letters
+    from connector.store import dead_letters
 
     cfg = load(config)
     sel = _selection(publisher, table, older_than, newer_than, ids)

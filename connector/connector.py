@@ -1,4 +1,10 @@
-"""The Connector: wires source → router → publishers and owns the lifecycle."""
+"""The Connector: lifecycle, signals, the lease and the HTTP host around the pipeline.
+
+It builds the parts from the config (store, reader on its session, sinks from the registry,
+delivery engine, parking, router, pipeline), and runs: connect → hold the lease (or wait as a
+standby) → run the pipeline → on a lost session, reconnect with backoff and start over.
+connector/pipeline.py is what happens to each batch; docs/architecture.md the whole map.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +14,35 @@ import dataclasses
 import os
 import random
 import signal
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import structlog
 
 from connector import db
-from connector.binding import bind, table_info
+from connector.binding import bind
 from connector.config import coerce
+from connector.delivery.engine import Delivery
+from connector.delivery.parking import Parking
 from connector.install import install
+from connector.lease import Lease
 from connector.metrics import Metrics
-from connector.parking import Drainer
-from connector.publishers.base import (
-    DeliveryEngine,
-    Outcome,
-    Parked,
-    Publisher,
-    PublishError,
-)
+from connector.pipeline import Pipeline, Stats
+from connector.publishers.base import Publisher
 from connector.publishers.registry import publisher_class
+from connector.readers import ReaderDisconnected, open_reader
 from connector.router import Router
 from connector.server import HealthServer, Readiness
-from connector.sources.base import Source, SourceDisconnected
-from connector.sources.session import HOUSEKEEPING
-from connector.sources.trigger import TriggerSource
-from connector.sources.wal import WalSource
-from connector.vocabulary import Config, Message
+from connector.store.catalog import table_info
+from connector.store.postgres import PostgresStore
+from connector.vocabulary import Config, PublishError
 
 log = structlog.get_logger("pgconnector")
 
 MAX_RECONNECT_BACKOFF = 30.0
 
-
-@dataclass
-class Stats:
-    events: int = 0
-    messages: int = 0
-    batches: int = 0
-    dead_letters: int = 0
-    parked: int = 0
-    reconnects: int = 0
+__all__ = ["Connector", "Stats"]
 
 
 class Connector:
@@ -70,23 +62,25 @@ class Connector:
         self.publishers: dict[str, Publisher] = {
             name: publisher_class(p.type)(name, p.options)
             for name, p in self.config.publishers.items()}
-        self.engine = DeliveryEngine(
+        self.delivery = Delivery(
             self.publishers, limits={n: p.retry for n, p in self.config.publishers.items()},
             metrics=self.metrics)
         server = self.config.server
         self.health = HealthServer(self.metrics, self.readiness, host=server.host,
                                    port=server.port) if server and server.enabled else None
-        self._housekept = 0.0  # when the backlog gauges were last refreshed (monotonic)
         for name in self.publishers:
             self.metrics.set_publisher_up(name, True)
-        # Publishers whose messages are parked (connector/parking.py), each with its drain.
-        self._parked: dict[str, Drainer] = {}
-        # A publisher that packs several changes per message (Ably) asks the source to let a
+        # A sink that packs several changes per message (Ably) asks the reader to let a
         # trickle gather for a moment before claiming.
         linger = max([self.config.capture.linger, *(p.linger for p in self.publishers.values())])
-        source = WalSource if self.config.capture.source == "wal" else TriggerSource
-        self.source: Source = source(
-            self.config.postgres, dataclasses.replace(self.config.capture, linger=linger))
+        capture = dataclasses.replace(self.config.capture, linger=linger)
+        self.store = PostgresStore(self.config.postgres, capture)
+        self.reader = open_reader(self.config.postgres, capture, self.store)
+        self.session = self.reader.session
+        self.lease = Lease(self.session, self.store)
+        self.parking = Parking(self.delivery, self.store, capture.batch_size,
+                               metrics=self.metrics, on_dead=self._count_dead)
+        self.pipeline: Pipeline | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stopping = False
@@ -104,11 +98,16 @@ class Connector:
         self._state = value
         self.metrics.set_state(value)
 
+    @property
+    def parked(self) -> set[str]:
+        """The sinks whose messages are parked (waiting in the database) right now."""
+        return set(self.parking.drains)
+
     def readiness(self) -> Readiness:
         """For /readyz: connected, active or standby, and (when active) publishers up."""
         connected = self.state in ("active", "standby")
         return Readiness(self.state, connected,
-                         {n: n not in self._parked for n in self.publishers})
+                         {n: n not in self.parking for n in self.publishers})
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,7 +137,7 @@ class Connector:
         finally:
             await conn.close()
         self.router = Router(self.config, bind(self.config, infos))
-        await self.source.open()  # fail fast when the database is unreachable at start
+        await self._open()  # fail fast when the database is unreachable at start
         for p in self.publishers.values():
             try:
                 await p.open()
@@ -151,13 +150,23 @@ class Connector:
         if self._task.done():
             self._task.result()  # re-raise what stopped it
 
+    async def _open(self) -> None:
+        await self.session.open()
+        await self.reader.open()
+
+    async def _close_reader(self) -> None:
+        await self.reader.close()
+        await self.session.close()
+
     async def stop(self) -> None:
         if self._task is None:
             return
         self._stopping = True
         self.state = "stopping"
         self._stop_event.set()
-        self.source.interrupt()
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        self.reader.interrupt()
         log.info("stopping", timeout=self.shutdown_timeout)
         try:
             # asyncio.wait never raises the task's own error or cancellation (a second
@@ -174,8 +183,8 @@ class Connector:
             await self._close()
 
     async def _close(self) -> None:
-        await self._stop_drains()
-        await self.source.close()
+        await self.parking.stop()
+        await self._close_reader()
         for p in self.publishers.values():
             await p.close()
         self.state = "stopped"
@@ -230,31 +239,33 @@ class Connector:
 
     async def _run(self) -> None:
         backoff = 0.0
+        assert self.router is not None  # set by start()
         while not self._stopping:
             try:
                 if backoff:
                     await self._reopen(backoff)
                     if self._stopping:
                         break
-                await self.source.acquire(on_standby=self._on_standby)
+                await self.lease.acquire(on_standby=self._on_standby)
                 if self._stopping:
                     break
-                # Messages parked before (by this or another instance) go first.
-                for name in await self.source.parked_among(sorted(self.publishers)):
-                    self._park(name)
+                self.pipeline = Pipeline(self.reader, self.router, self.delivery,
+                                         self.parking, self.store, self.session,
+                                         lambda: self.lease.held, self.metrics, self.stats)
+                await self.pipeline.start()
                 self.state = "active"
                 self._ready.set()
                 log.info("consumer_active", schema=self.config.postgres.schema)
                 backoff = 0.0
-                await self._consume()
-            except SourceDisconnected as exc:
-                await self._stop_drains()  # they publish only for the active instance
+                await self.pipeline.run()
+            except ReaderDisconnected as exc:
+                await self.parking.stop()  # drains publish only for the active instance
                 self.state = "reconnecting"
                 self.stats.reconnects += 1
                 self.metrics.reconnect("postgres")
                 backoff = min(max(backoff * 2, 0.5), MAX_RECONNECT_BACKOFF)
                 log.warning("database_connection_lost", error=str(exc), retry_in=backoff)
-                await self.source.close()
+                await self._close_reader()
 
     async def _reopen(self, delay: float) -> None:
         while not self._stopping:
@@ -262,7 +273,7 @@ class Connector:
             if self._stopping:
                 return
             try:
-                await self.source.open()
+                await self._open()
                 log.info("database_reconnected")
                 return
             except db.DatabaseError as exc:
@@ -275,109 +286,8 @@ class Connector:
         log.info("consumer_standby", schema=self.config.postgres.schema,
                  active=None if holder is None else holder.get("application_name"))
 
-    async def _consume(self) -> None:
-        while not self._stopping:
-            batch = await self.source.next_batch()
-            if batch is None:
-                return
-            if not batch.events:  # idle, between transactions: look after the parked
-                await self._housekeeping()
-                await self._unpark_drained()
-                for name in await self.source.parked_among(  # re-queued dead letters?
-                        sorted(set(self.publishers) - set(self._parked))):
-                    self._park(name)
-                continue
-            try:
-                await self._unpark_drained()
-                assert self.router is not None  # set by start()
-                messages = self.router.route(batch.events)
-                # A parked publisher's messages queue behind what it already has waiting
-                # (sorted out per message only while some publisher is parked).
-                waiting, direct = ([], messages) if not self._parked else (
-                    [Parked(m, None, 0) for m in messages if m.publisher in self._parked],
-                    [m for m in messages if m.publisher not in self._parked])
-                outcome = await self._deliver(direct) if direct else Outcome()
-                await self.source.ack(batch, outcome.dead, waiting + outcome.parked)
-            except BaseException:
-                await self.source.nack(batch)
-                raise
-            for name, error in outcome.stalled.items():
-                log.warning("publisher_unavailable", publisher=name, error=str(error),
-                            detail="its messages wait in the database; retrying")
-                self._park(name, error)
-            for name in {p.message.publisher for p in waiting}:
-                self._parked[name].wake()
-            for d in outcome.dead:
-                log.error("dead_lettered", publisher=d.message.publisher,
-                          channel=d.message.channel, event_id=d.message.message_id, error=d.error)
-            self.metrics.batch_claimed(batch.events)
-            self.metrics.dead(d.message for d in outcome.dead)
-            if time.monotonic() - self._housekept >= HOUSEKEEPING:
-                await self._housekeeping()
-            self.stats.batches += 1
-            self.stats.events += len(batch.events)
-            self.stats.messages += len(messages)
-            self.stats.dead_letters += len(outcome.dead)
-            self.stats.parked += len(waiting) + len(outcome.parked)
-            log.debug("batch_delivered", events=len(batch.events), messages=len(messages))
-
-    async def _deliver(self, messages: list[Message]) -> Outcome:
-        """Deliver, unless the database connection dies meanwhile: then this instance may no
-        longer be the only active one, so publishing stops at once (the batch rolls back
-        and is delivered again by whoever holds the lock: duplicates, never a loss)."""
-        delivery = asyncio.ensure_future(self.engine.deliver(messages))
-        lost = asyncio.ensure_future(self.source.lost.wait())
-        try:
-            await asyncio.wait({delivery, lost}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost.cancel()
-            if not delivery.done():
-                delivery.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await delivery
-        if delivery.cancelled():
-            raise SourceDisconnected("database connection lost while publishing; stopped")
-        return delivery.result()
-
-    def _park(self, name: str, failing: PublishError | None = None) -> None:
-        """From now on ``name``'s messages are parked, and drained by their own task."""
-        if name in self._parked or name not in self.publishers:
-            return
-        pid, key = self.source.lock
-        drainer = Drainer(self.publishers[name], self.config.publishers[name].retry,
-                          self.config.postgres, pid, key, self.config.capture.batch_size,
-                          metrics=self.metrics, on_dead=self._count_dead)
-        self._parked[name] = drainer
-        self.metrics.set_publisher_up(name, False)
-        drainer.start(failing)
-
     def _count_dead(self, n: int) -> None:
         self.stats.dead_letters += n
-
-    async def _housekeeping(self) -> None:
-        """Refresh the backlog gauges (between batches, on the consumer's connection)."""
-        self._housekept = time.monotonic()
-        backlog = await self.source.backlog()
-        self.metrics.set_backlog(backlog.pending, backlog.oldest_age, backlog.lag_bytes)
-        for name in self.publishers:
-            self.metrics.set_parked(name, backlog.parked.get(name, 0))
-            self.metrics.set_publisher_up(name, name not in self._parked)
-
-    async def _unpark_drained(self) -> None:
-        """Between batches, or inside the claim transaction before the batch parks anything:
-        a publisher whose parked messages are all delivered gets messages directly again.
-        Only this loop parks, so an empty lot cannot be refilled behind its back."""
-        for name, drainer in list(self._parked.items()):
-            if drainer.idle and not await self.source.has_parked(name):
-                del self._parked[name]
-                self.metrics.set_publisher_up(name, True)
-                await drainer.stop()
-                log.info("publisher_recovered", publisher=name)
-
-    async def _stop_drains(self) -> None:
-        drainers, self._parked = list(self._parked.values()), {}
-        for d in drainers:
-            await d.stop()
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake at once when asked to stop."""

@@ -13,11 +13,12 @@ from typing import Any
 
 import asyncpg
 
-from connector.binding import bind, table_info
+from connector.binding import bind
 from connector.db import DatabaseError
 from connector.pushdown import RowTrigger, row_triggers
-from connector.sources.wal import slot_name
-from connector.sql import Queries
+from connector.store.catalog import table_info
+from connector.store.postgres import slot_name
+from connector.store.queries import Queries
 from connector.vocabulary import Config, ConfigError, TableName, qualified, quote_ident
 
 CAPTURE_VERSION = 1

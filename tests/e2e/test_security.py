@@ -27,7 +27,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-from connector.sql import Queries, load
+from connector.store.queries import Queries, load
 from connector.vocabulary import quote_ident
 from tests.ably_endpoint import AblyEndpoint
 from tests.conftest import RedisSubscriber

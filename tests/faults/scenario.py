@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from connector.sources.trigger import PIPELINE_BATCHES
+from connector.readers.trigger import PIPELINE_BATCHES
 from tests.e2e.support import Daemon, make_config, run, wait_until, write_config
 from tests.faults.checker import Analysis, ScenarioReport, StreamReader, analyse
 from tests.faults.servers import RedisServer

@@ -103,7 +103,7 @@ async def test_one_publisher_down_the_other_goes_on_and_order_holds(
             flaky = Stream(down_url, channel_prefix + ":flaky")
             await wait_until(lambda: flaky.has(rows * rounds), 20, "the parked messages")
             # Back to direct delivery once the parked ones are through.
-            await wait_until(lambda: "flaky" not in c._parked, 15, "flaky unparked")
+            await wait_until(lambda: "flaky" not in c.parked, 15, "flaky unparked")
             await pg.execute("UPDATE items SET version = version + 1 WHERE id = 1")
             await wait_until(lambda: flaky.has(rows * rounds + 1), 10, "the direct one")
             got = await flaky.read()

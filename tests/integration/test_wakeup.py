@@ -12,16 +12,22 @@ import asyncpg
 from connector import Connector
 from connector.config import from_dict as config_from_dict
 from connector.install import install
-from connector.sources.session import GATHER_FROM, WAKE_CHANNEL
-from connector.sources.trigger import TriggerSource
-from connector.sql import Queries
+from connector.lease import Lease
+from connector.readers import open_reader
+from connector.readers.polling import GATHER_FROM
+from connector.readers.session import WAKE_CHANNEL
+from connector.store.queries import Queries
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import make_config
 
 DOZE = Queries("pgconnector").get("doze")
+# Advisory locks are per database, and pg_locks shows every database's: without the database
+# filter a test running beside this one (another database's consumer dozing) is seen too.
 DOZE_HELD = """SELECT pid FROM pg_catalog.pg_locks
                WHERE locktype = 'advisory' AND classid = 1885823843 AND objid = 3
-                 AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted"""
+                 AND objsubid = 2 AND mode = 'ExclusiveLock' AND granted
+                 AND database = (SELECT oid FROM pg_catalog.pg_database
+                                 WHERE datname = pg_catalog.current_database())"""
 
 
 async def listen(dsn: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
@@ -103,11 +109,12 @@ async def test_a_busy_source_stops_the_wake_ups_and_dozes_again_when_idle(
     config = config_from_dict(make_config(database, redis_url, [
         {"table": "items", "publisher": "cache", "channel": "c"}]))
     await install(pg, config)
-    source = TriggerSource(config.postgres, config.capture)
+    source = open_reader(config.postgres, config.capture)
+    await source.session.open()
     await source.open()
     try:
-        await source.acquire()
-        idle = asyncio.create_task(source.next_batch())
+        await Lease(source.session, source.store).acquire()
+        idle = asyncio.create_task(source.read_batch())
         assert await doze_held(pg), "an idle source dozes"
         await pg.execute("INSERT INTO items (name) SELECT 'n' || g FROM generate_series(1, $1) g",
                          GATHER_FROM)
@@ -116,7 +123,7 @@ async def test_a_busy_source_stops_the_wake_ups_and_dozes_again_when_idle(
         assert await pg.fetchval(DOZE_HELD) is None, "busy, yet writers are asked to wake it"
         await source.ack(batch)
 
-        nothing = asyncio.create_task(source.next_batch())
+        nothing = asyncio.create_task(source.read_batch())
         assert await doze_held(pg), "idle again, but not dozing"
         await pg.execute("INSERT INTO items (name) VALUES ('last')")
         batch = await asyncio.wait_for(nothing, 5)
@@ -125,6 +132,7 @@ async def test_a_busy_source_stops_the_wake_ups_and_dozes_again_when_idle(
     finally:
         source.interrupt()
         await source.close()
+        await source.session.close()
 
 
 async def doze_held(pg: asyncpg.Connection) -> bool:

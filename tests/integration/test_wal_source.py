@@ -14,7 +14,7 @@ from connector import Connector
 from connector.config import from_dict as config_from_dict
 from connector.db import DatabaseError
 from connector.install import BacklogNotEmpty, install, uninstall
-from connector.sources import session
+from connector.readers import polling
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import make_config
 
@@ -173,7 +173,7 @@ async def test_quiet_tables_do_not_hold_back_wal(
         logical_database: str, redis_url: str, channel_prefix: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Other tables write, ours do not: the slot still moves (a position message)."""
-    monkeypatch.setattr(session, "HOUSEKEEPING", 0.3)
+    monkeypatch.setattr(polling, "HOUSEKEEPING", 0.3)
     conn = await asyncpg.connect(logical_database)
     try:
         await conn.execute("CREATE TABLE t (id int PRIMARY KEY)")

@@ -1,5 +1,6 @@
-"""The delivery engine against small in-process publishers (our own interface, not a mock of
-an external system): retry, partial failure, dead letters, parking, retry limits."""
+"""The delivery engine (connector/delivery/engine.py) against small in-process publishers
+(our own interface, not a mock of an external system): retry, partial failure, dead letters,
+parking, retry limits."""
 
 from __future__ import annotations
 
@@ -7,19 +8,17 @@ from collections.abc import Sequence
 
 import pytest
 
+from connector.delivery.engine import Delivery
 from connector.publishers.base import (
-    DeliveryEngine,
     PartialFailure,
     PermanentError,
     Publisher,
     RetryableError,
-    RetryPolicy,
-    backoff,
 )
 from connector.publishers.registry import publisher_class
-from connector.vocabulary import ChangeEvent, Message, RetryConfig
+from connector.vocabulary import ChangeEvent, Message, RetryConfig, backoff
 
-FAST = RetryPolicy(attempts=3, initial_backoff=0.001, max_backoff=0.002)
+FAST = RetryConfig(max_attempts=3, initial_backoff=0.001, max_backoff=0.002)
 
 
 def msg(i: int, publisher: str = "p") -> Message:
@@ -52,13 +51,13 @@ class Scripted(Publisher):
 
 async def test_retryable_error_is_retried() -> None:
     p = Scripted("p", [RetryableError("down"), None])
-    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    out = await Delivery({"p": p}, inline=FAST).deliver([msg(1), msg(2)])
     assert out.dead == [] and out.parked == [] and p.delivered == [1, 2] and p.calls == 2
 
 
 async def test_parks_after_attempts() -> None:
     p = Scripted("p", [RetryableError("down")] * 5)
-    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    out = await Delivery({"p": p}, inline=FAST).deliver([msg(1), msg(2)])
     assert p.calls == 3 and list(out.stalled) == ["p"] and out.dead == []
     assert [(x.message.event.position, x.error, x.attempts) for x in out.parked] == [
         (1, "down", 3), (2, "down", 3)]
@@ -66,7 +65,7 @@ async def test_parks_after_attempts() -> None:
 
 async def test_max_attempts_dead_letters_instead_of_parking() -> None:
     p = Scripted("p", [RetryableError("down")] * 5)
-    engine = DeliveryEngine({"p": p}, FAST, limits={"p": RetryConfig(max_attempts=2)})
+    engine = Delivery({"p": p}, limits={"p": RetryConfig(max_attempts=2)}, inline=FAST)
     out = await engine.deliver([msg(1)])
     assert p.calls == 2 and out.parked == [] and out.stalled == {}
     assert [(d.message.event.position, d.error, d.attempts) for d in out.dead] == [
@@ -75,28 +74,28 @@ async def test_max_attempts_dead_letters_instead_of_parking() -> None:
 
 async def test_permanent_error_dead_letters_the_batch() -> None:
     p = Scripted("p", [PermanentError("rejected")])
-    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2)])
+    out = await Delivery({"p": p}, inline=FAST).deliver([msg(1), msg(2)])
     assert [(d.message.event.position, d.error, d.attempts) for d in out.dead] == [
         (1, "rejected", 1), (2, "rejected", 1)]
 
 
 async def test_partial_failure_retries_only_the_retryable_ones() -> None:
     p = Scripted("p", [PartialFailure({0: PermanentError("too big"), 2: RetryableError("x")})])
-    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1), msg(2), msg(3)])
+    out = await Delivery({"p": p}, inline=FAST).deliver([msg(1), msg(2), msg(3)])
     assert [d.message.event.position for d in out.dead] == [1]
     assert p.delivered == [2, 3]
 
 
 async def test_crashing_adapter_is_treated_as_retryable() -> None:
     p = Scripted("p", [ZeroDivisionError("bug"), None])
-    out = await DeliveryEngine({"p": p}, FAST).deliver([msg(1)])
+    out = await Delivery({"p": p}, inline=FAST).deliver([msg(1)])
     assert out.dead == [] and out.parked == []
     assert p.delivered == [1]
 
 
 async def test_publishers_are_independent() -> None:
     a, b = Scripted("a", [None]), Scripted("b", [RetryableError("down")] * 5)
-    out = await DeliveryEngine({"a": a, "b": b}, FAST).deliver([msg(1, "a"), msg(2, "b")])
+    out = await Delivery({"a": a, "b": b}, inline=FAST).deliver([msg(1, "a"), msg(2, "b")])
     assert a.delivered == [1]
     assert list(out.stalled) == ["b"] and [x.message.event.position for x in out.parked] == [2]
 

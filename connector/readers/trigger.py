@@ -1,8 +1,8 @@
-"""The trigger source: claims rows of the outbox the capture trigger writes.
+"""The trigger reader: claims rows of the outbox the capture trigger writes.
 
 Each batch is one transaction that deletes the claimed rows; it commits only after delivery,
 so a crash re-delivers, never loses. Wake-up: the capture trigger NOTIFYs only while this
-source dozes (``doze``, sql/doze.sql), and then only from the one transaction holding a
+reader dozes (``doze``, sql/doze.sql), and then only from the one transaction holding a
 transaction-level advisory lock, so most commits send nothing (a NOTIFY per commit would
 serialise commits on the server's notify queue lock, README "How it works"); polling finds
 the others.
@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
 from typing import Any, NamedTuple
 
 import orjson
 
-from connector.parking import dead_letter_args, park_args
-from connector.publishers.base import DeadLetter, Parked
-from connector.sources.base import Backlog, Batch
-from connector.sources.session import ConsumerSession
-from connector.vocabulary import CaptureConfig, ChangeEvent, PostgresConfig
+from connector.readers.base import Batch
+from connector.readers.polling import PollingReader
+from connector.readers.session import ConsumerSession
+from connector.store.base import Executor
+from connector.store.postgres import PostgresStore
+from connector.vocabulary import CaptureConfig, ChangeEvent
 
 # The claim transaction commits without waiting for its WAL flush: a commit lost in a server
 # crash only brings its outbox rows back, delivered again (the at-least-once we promise
@@ -34,13 +35,12 @@ CONSUMER_SETTINGS = {"synchronous_commit": "off"}
 PIPELINE_BATCHES = 4
 
 
-class TriggerSource(ConsumerSession):
-    settings = CONSUMER_SETTINGS
+class TriggerReader(PollingReader):
     doze = True
 
-    def __init__(self, pg: PostgresConfig, capture: CaptureConfig) -> None:
-        super().__init__(pg, capture)
-        self._claim_sql = self.q.get("claim")
+    def __init__(self, session: ConsumerSession, store: PostgresStore,
+                 capture: CaptureConfig) -> None:
+        super().__init__(session, store, capture)
         # The claim transaction and its batches: the first claim, then up to
         # PIPELINE_BATCHES - 1 more, each claimed while the one before is published.
         self._tx: Any = None
@@ -55,13 +55,7 @@ class TriggerSource(ConsumerSession):
         await super().open()
 
     async def _pending(self) -> bool:
-        return bool(await self._call(self.conn.fetchval, self.q.get("pending")))
-    async def backlog(self) -> Backlog:
-        row = await self._call(self.conn.fetchrow, self.q.get("backlog"), long=True)
-        parked = await self._call(self.conn.fetch, self.q.get("parked_publishers"), long=True)
-        assert row is not None
-        return Backlog(row["pending"], row["oldest_age"],
-                       {r["publisher"]: r["messages"] for r in parked})
+        return await self.store.pending(self.session)
 
     async def _claim(self) -> Batch | None:
         if self._next is not None:  # claimed while the previous batch was published
@@ -71,9 +65,8 @@ class TriggerSource(ConsumerSession):
                 await self._settle(rollback_from=None)
                 return None
         else:
-            self._tx = self.conn.transaction()
             self._claims = 0
-            await self._call(self._tx.start)
+            self._tx = await self.session.begin()
             try:
                 rows = await self._claim_rows()
             except BaseException:
@@ -100,7 +93,7 @@ class TriggerSource(ConsumerSession):
                                       event_id))
         self._unacked = self._claims
         if (len(rows) >= self.capture.batch_size and self._claims < PIPELINE_BATCHES
-                and not self._interrupted):
+                and not self.session.interrupted):
             self._next = asyncio.create_task(self._claim_next(self._claims + 1))
         return Batch(events, self._claims)
 
@@ -109,8 +102,7 @@ class TriggerSource(ConsumerSession):
         connection (a rename while streaming shows after the next reconnect)."""
         missing = [relid for relid in relids if relid not in self._names]
         if missing:
-            rows = await self._call(self.conn.fetch, self.q.get("relations"), missing)
-            found = {r["relid"]: (r["schema_name"], r["table_name"]) for r in rows}
+            found = await self.store.relations(self.session, missing)
             keys = await self._key_columns(set(found.values()))
             for relid in missing:
                 names = found.get(relid)
@@ -119,15 +111,13 @@ class TriggerSource(ConsumerSession):
         return self._names
 
     async def _claim_rows(self) -> list[Any]:
-        rows: list[Any] = await self._call(self.conn.fetch, self._claim_sql,
-                                           self.capture.batch_size,
-                                           self.capture.max_batch_bytes, long=True)
-        return rows
+        return await self.store.claim(self.session, self.capture.batch_size,
+                                      self.capture.max_batch_bytes)
 
     async def _claim_next(self, index: int) -> list[Any]:
         """The next batch's claim, in the same transaction behind a savepoint (so it alone can
         be rolled back), run by the server while the current batch is being published."""
-        await self._call(self.conn.execute, f"SAVEPOINT {_savepoint(index)}")
+        await self.store.savepoint(self.session, _savepoint(index))
         return await self._claim_rows()
 
     async def _settle(self, rollback_from: int | None) -> None:
@@ -143,33 +133,31 @@ class TriggerSource(ConsumerSession):
         if tx is None:
             return
         if rollback_from == 1:
-            await self._rollback_quietly(tx)
+            await self.session.rollback_quietly(tx)
             return
         try:
             if rollback_from is not None:
-                await self._call(self.conn.execute,
-                                 f"ROLLBACK TO SAVEPOINT {_savepoint(rollback_from)}")
-            await self._call(tx.commit, long=True)
+                await self.store.rollback_to(self.session, _savepoint(rollback_from))
+            await self.session.commit(tx)
         except BaseException:
-            await self._rollback_quietly(tx)
+            await self.session.rollback_quietly(tx)
             raise
 
-    async def ack(self, batch: Batch, dead_letters: Sequence[DeadLetter] = (),
-                  parked: Sequence[Parked] = ()) -> None:
+    @contextlib.asynccontextmanager
+    async def writer(self, batch: Batch) -> AsyncIterator[Executor]:
+        """The claim transaction: what is written here commits with the batch's ack. The
+        batch claimed ahead (behind a later savepoint) is given back first, so nothing
+        written for this batch can be rolled back with that one."""
+        if self._next is not None:
+            await self._settle_next()
+        yield self.session
+
+    async def ack(self, batch: Batch) -> None:
         """Commit, unless the next batch is already claimed in the same transaction: then the
         commit comes with a later batch's (a crash before it re-delivers both)."""
-        # On SourceDisconnected, whether the commit landed is unknown: the batch may be
+        # On ReaderDisconnected, whether the commit landed is unknown: the batch may be
         # delivered again.
         self._unacked = None
-        if (dead_letters or parked) and self._next is not None:
-            # They must not land behind the next batch's savepoint: give that batch back.
-            await self._settle_next()
-        if dead_letters:
-            await self._call(self.conn.execute, self.q.get("dead_letter"),
-                             *dead_letter_args(dead_letters), long=True)
-        if parked:
-            await self._call(self.conn.execute, self.q.get("park"), *park_args(parked),
-                             long=True)
         if self._next is None:
             await self._settle(rollback_from=None)
 
@@ -178,19 +166,17 @@ class TriggerSource(ConsumerSession):
         task, self._next = self._next, None
         assert task is not None
         await task
-        await self._call(self.conn.execute,
-                         f"ROLLBACK TO SAVEPOINT {_savepoint(self._claims + 1)}")
+        await self.store.rollback_to(self.session, _savepoint(self._claims + 1))
 
     async def nack(self, batch: Batch) -> None:
         with contextlib.suppress(Exception):  # a lost connection has rolled back already
-            await self._settle(rollback_from=int(batch.handle))
+            await self._settle(rollback_from=int(batch.token))
 
     async def close(self) -> None:
         """Keep the batches acknowledged but not yet committed (a graceful stop)."""
         if self._tx is not None:
             with contextlib.suppress(Exception):
                 await self._settle(rollback_from=self._unacked)
-        await super().close()
 
 
 class _Relation(NamedTuple):

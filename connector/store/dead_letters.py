@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from connector.sql import Queries
+from connector.store.queries import Queries
 from connector.vocabulary import parse_table
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -1,0 +1,27 @@
+"""Readers: where change events come from (connector/readers/base.py has the contract).
+
+``trigger`` claims the outbox the capture triggers fill; ``wal`` decodes a logical
+replication slot. Both poll over the consumer's session (session.py, polling.py).
+"""
+
+from __future__ import annotations
+
+from connector.readers.base import Batch, Reader, ReaderDisconnected
+from connector.readers.polling import PollingReader
+from connector.readers.session import ConsumerSession
+from connector.readers.trigger import CONSUMER_SETTINGS, TriggerReader
+from connector.readers.wal import WAL_SETTINGS, WalReader
+from connector.store.postgres import PostgresStore
+from connector.vocabulary import CaptureConfig, PostgresConfig
+
+__all__ = ["Batch", "ConsumerSession", "Reader", "ReaderDisconnected", "open_reader"]
+
+
+def open_reader(pg: PostgresConfig, capture: CaptureConfig,
+                store: PostgresStore | None = None) -> PollingReader:
+    """The reader ``capture.source`` names, on a consumer session of its own (not connected
+    yet: ``await reader.session.open()`` then ``await reader.open()``)."""
+    store = store or PostgresStore(pg, capture)
+    if capture.source == "wal":
+        return WalReader(ConsumerSession(pg, capture, WAL_SETTINGS), store, capture)
+    return TriggerReader(ConsumerSession(pg, capture, CONSUMER_SETTINGS), store, capture)

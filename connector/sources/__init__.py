@@ -1,1 +1,0 @@
-"""Sources: where change events come from (the trigger-fed outbox; logical replication later)."""

@@ -1,0 +1,110 @@
+"""The Store contract: what the engine asks of the connector's own schema, and when.
+
+Everything that runs SQL on the connector's schema sits behind this (connector/store/
+postgres.py for PostgreSQL, connector/testing.py in memory). Each call takes the
+:class:`Executor` it must run on, because *where* a write happens is part of its meaning:
+dead letters and parked messages are written on the batch's writer (connector/readers/base.py
+``Reader.writer``), so they become durable together with (trigger: atomically with) the
+batch's acknowledgement; everything else runs on the consumer's session between batches.
+
+When the engine calls what (connector/pipeline.py, connector/delivery/parking.py):
+
+- ``parked_among``: after the lease is won and now and then while idle, outside a batch: which
+  sinks have messages waiting (those start parked, drained first).
+- ``has_parked``: inside an open batch, before it parks anything: whether a parked sink's lot
+  is empty, so it may take messages directly again.
+- ``record``: with a batch's outcome, on the batch's writer, before ``Reader.ack``.
+- ``backlog``: between batches (housekeeping), for the gauges.
+- ``lot``: a parked sink's drain opens one; it runs on a connection of its own.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from connector.vocabulary import DeadLetter, Message, Parked
+
+
+class Executor(Protocol):
+    """Runs one statement on a connection. ``long`` marks a bulk statement (a claim, a
+    commit): the consumer's session gives it a longer time limit than a small query."""
+
+    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Any]: ...
+
+    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Any: ...
+
+    async def fetchval(self, sql: str, *args: Any, long: bool = False) -> Any: ...
+
+    async def execute(self, sql: str, *args: Any, long: bool = False) -> str: ...
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int | None  # changes waiting to be claimed (None: not known, the wal source)
+    oldest_age: float | None  # seconds, None when nothing waits (or not known)
+    parked: Mapping[str, int]  # messages parked per sink
+    lag_bytes: int | None = None  # the wal source: WAL the slot holds back, bytes
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    """A parked message as a drain sees it: ``age`` is seconds since its first failure."""
+
+    id: int
+    message: Message
+    attempts: int
+    age: float
+
+
+class ParkedLot(ABC):
+    """One sink's parked messages, for its drain, on a connection of the lot's own. Every
+    method may raise ``connector.db.DatabaseError`` or a driver error; the drain then waits
+    and tries again (``reset`` drops the connection first)."""
+
+    @abstractmethod
+    async def head(self, limit: int) -> list[ParkedMessage]:
+        """The oldest ``limit`` parked messages, or none when this instance no longer holds
+        the consumer lease (another one may be active: it must not publish)."""
+
+    @abstractmethod
+    async def settle(self, delivered: Sequence[int], failed: Sequence[tuple[int, str]],
+                     dead: Sequence[tuple[int, str, int]]) -> None:
+        """In one transaction: remove the delivered, count a failure for ``(id, error)``,
+        move ``(id, error, attempts)`` to the dead letters."""
+
+    @abstractmethod
+    async def expire(self, max_age: float) -> list[tuple[int, str]]:
+        """Move what was first parked more than ``max_age`` seconds ago to the dead letters;
+        ``(route, error)`` of each."""
+
+    @abstractmethod
+    async def reset(self) -> None:
+        """Drop the connection (after an error); the next call opens a new one."""
+
+
+class Store(ABC):
+    @abstractmethod
+    async def record(self, ex: Executor, dead: Sequence[DeadLetter],
+                     parked: Sequence[Parked]) -> None:
+        """Write a batch's dead letters and parked messages, in order, on the batch's
+        writer."""
+
+    @abstractmethod
+    async def parked_among(self, ex: Executor, sinks: Sequence[str]) -> set[str]:
+        """Which of ``sinks`` have parked messages."""
+
+    @abstractmethod
+    async def has_parked(self, ex: Executor, sink: str) -> bool:
+        """Whether ``sink`` has parked messages (asked inside the open batch)."""
+
+    @abstractmethod
+    async def backlog(self, ex: Executor) -> Backlog:
+        """What waits, for the gauges."""
+
+    @abstractmethod
+    def lot(self, sink: str, lease: tuple[int, int]) -> ParkedLot:
+        """``sink``'s parked messages, for as long as the consumer lease ``lease`` (server
+        pid of the session holding it, its key) is held."""

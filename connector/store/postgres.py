@@ -1,0 +1,256 @@
+"""The Store on PostgreSQL: every statement the engine runs on the connector's own schema.
+
+The statements live in sql/ (connector/store/queries.py renders them for a schema); this
+module binds their arguments. Readers call the outbox and slot methods on their session; the
+lease, the ledger of dead letters and parked messages, and the gauges are the
+:class:`connector.store.base.Store` contract.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from connector import db
+from connector.store.base import Backlog, Executor, ParkedLot, ParkedMessage, Store
+from connector.store.queries import Queries
+from connector.vocabulary import (
+    CaptureConfig,
+    ChangeEvent,
+    DeadLetter,
+    Message,
+    Parked,
+    PostgresConfig,
+)
+
+# The WAL position messages the wal reader writes while idle (sql/wal_mark.sql).
+POSITION_PREFIX = "pgconnector.position"
+
+
+def slot_name(schema: str) -> str:
+    """The default slot of an installation: slot names allow only [a-z0-9_]."""
+    return re.sub(r"[^a-z0-9_]", "_", schema.lower())[:63] or "pgconnector"
+
+
+class Direct:
+    """An :class:`Executor` on a plain connection (no time limits of its own)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Any]:
+        return list(await self.conn.fetch(sql, *args))
+
+    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Any:
+        return await self.conn.fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any, long: bool = False) -> Any:
+        return await self.conn.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any, long: bool = False) -> str:
+        return str(await self.conn.execute(sql, *args))
+
+
+def park_args(parked: Sequence[Parked]) -> tuple[list[Any], ...]:
+    """The column arrays of sql/park.sql, in order."""
+    ms = [p.message for p in parked]
+    return ([m.publisher for m in ms], [m.channel for m in ms], [m.name for m in ms],
+            [m.message_id for m in ms], [m.event.schema for m in ms],
+            [m.event.table for m in ms], [m.event.op for m in ms],
+            [orjson.dumps(m.event.key).decode() for m in ms],
+            [m.payload.decode() for m in ms], [p.attempts for p in parked],
+            [p.error for p in parked], [m.route for m in ms])
+
+
+def dead_letter_args(dead: Sequence[DeadLetter]) -> tuple[list[Any], ...]:
+    """The column arrays of sql/dead_letter.sql, in order."""
+    ms = [d.message for d in dead]
+    return ([m.message_id for m in ms], [m.event.schema for m in ms],
+            [m.event.table for m in ms], [m.event.op for m in ms], [m.publisher for m in ms],
+            [m.channel for m in ms], [m.payload.decode() for m in ms], [d.error for d in dead],
+            [d.attempts for d in dead], [m.name for m in ms],
+            [orjson.dumps(m.event.key).decode() for m in ms])
+
+
+def to_message(publisher: str, row: asyncpg.Record) -> Message:
+    """A parked row back into the message it was. The payload is what was to be published; it
+    also stands in for the event (a sink reads the rows and key from it)."""
+    payload = row["payload"].encode()
+    event = ChangeEvent(row["id"], row["table_schema"], row["table_name"], row["op"], payload,
+                        tuple(row["key_columns"]), row["message_id"])
+    return Message(publisher, row["channel"], row["name"], payload, event, row["message_id"],
+                   row["route"])
+
+
+class PostgresStore(Store):
+    def __init__(self, pg: PostgresConfig, capture: CaptureConfig | None = None) -> None:
+        capture = capture or CaptureConfig()
+        self.pg = pg
+        self.q = Queries(pg.schema)
+        self.source = capture.source
+        self.slot = capture.slot or slot_name(pg.schema)
+        self.publication = capture.publication or pg.schema
+
+    # ------------------------------------------------------------------ the Store contract
+
+    async def record(self, ex: Executor, dead: Sequence[DeadLetter],
+                     parked: Sequence[Parked]) -> None:
+        if dead:
+            await ex.execute(self.q.get("dead_letter"), *dead_letter_args(dead), long=True)
+        if parked:
+            await ex.execute(self.q.get("park"), *park_args(parked), long=True)
+
+    async def parked_among(self, ex: Executor, sinks: Sequence[str]) -> set[str]:
+        rows = await ex.fetch(self.q.get("parked_among"), list(sinks))
+        return {r["name"] for r in rows}
+
+    async def has_parked(self, ex: Executor, sink: str) -> bool:
+        return bool(await ex.fetchval(self.q.get("parked_exists"), sink))
+
+    async def backlog(self, ex: Executor) -> Backlog:
+        parked = await ex.fetch(self.q.get("parked_publishers"), long=True)
+        counts = {r["publisher"]: r["messages"] for r in parked}
+        if self.source == "wal":
+            row = await ex.fetchrow(self.q.get("wal_backlog"), self.slot, long=True)
+            return Backlog(None, None, counts,
+                           lag_bytes=None if row is None else row["lag_bytes"])
+        row = await ex.fetchrow(self.q.get("backlog"), long=True)
+        assert row is not None
+        return Backlog(row["pending"], row["oldest_age"], counts)
+
+    def lot(self, sink: str, lease: tuple[int, int]) -> ParkedLot:
+        return PostgresLot(self, sink, lease)
+
+    # ------------------------------------------------------------------ the lease
+
+    async def consumer_key(self, ex: Executor) -> int:
+        return int(await ex.fetchval(self.q.get("consumer_key"), self.pg.schema))
+
+    async def try_lock(self, ex: Executor, key: int) -> bool:
+        return bool(await ex.fetchval(self.q.get("try_consumer_lock"), key))
+
+    async def active_consumer(self, ex: Executor, key: int) -> Any:
+        """The session holding the lease: pid, application_name, idle_seconds (or None)."""
+        return await ex.fetchrow(self.q.get("active_consumer"), key)
+
+    async def terminate(self, ex: Executor, pid: int) -> bool:
+        return bool(await ex.fetchval(self.q.get("terminate_backend"), pid))
+
+    # ------------------------------------------------------------------ the outbox (trigger)
+
+    async def pending(self, ex: Executor) -> bool:
+        return bool(await ex.fetchval(self.q.get("pending")))
+
+    async def claim(self, ex: Executor, batch_size: int, max_bytes: int) -> list[Any]:
+        """Claim (delete, inside the open transaction) the next rows of the outbox."""
+        return await ex.fetch(self.q.get("claim"), batch_size, max_bytes, long=True)
+
+    async def savepoint(self, ex: Executor, name: str) -> None:
+        await ex.execute(f"SAVEPOINT {_ident(name)}")
+
+    async def rollback_to(self, ex: Executor, name: str) -> None:
+        await ex.execute(f"ROLLBACK TO SAVEPOINT {_ident(name)}")
+
+    async def doze(self, ex: Executor) -> bool:
+        return bool(await ex.fetchval(self.q.get("doze")))
+
+    async def undoze(self, ex: Executor) -> None:
+        await ex.fetchval(self.q.get("undoze"))
+
+    async def relations(self, ex: Executor, relids: Sequence[int]) -> dict[int, tuple[str, str]]:
+        rows = await ex.fetch(self.q.get("relations"), list(relids))
+        return {r["relid"]: (r["schema_name"], r["table_name"]) for r in rows}
+
+    async def primary_keys(self, ex: Executor, tables: Sequence[tuple[str, str]]
+                           ) -> dict[tuple[str, str], tuple[str, ...]]:
+        rows = await ex.fetch(self.q.get("primary_keys"), [t[0] for t in tables],
+                              [t[1] for t in tables])
+        return {(r["schema_name"], r["table_name"]): tuple(r["columns"]) for r in rows}
+
+    # ------------------------------------------------------------------ the slot (wal)
+
+    async def wal_pending(self, ex: Executor) -> bool:
+        return bool(await ex.fetchval(self.q.get("wal_pending"), self.slot))
+
+    async def wal_peek(self, ex: Executor, messages: int) -> None:
+        """Open the cursor over what the slot holds for us (read with ``wal_fetch``)."""
+        await ex.execute(self.q.get("wal_peek"), self.slot, messages, self.publication,
+                         long=True)
+
+    async def wal_fetch(self, ex: Executor, count: int) -> list[Any]:
+        return await ex.fetch(self.q.get("wal_fetch", count=str(int(count))), long=True)
+
+    async def wal_close(self, ex: Executor) -> None:
+        await ex.execute(self.q.get("wal_close"))
+
+    async def wal_advance(self, ex: Executor, lsn: str) -> None:
+        await ex.execute(self.q.get("wal_advance"), self.slot, lsn, long=True)
+
+    async def wal_mark(self, ex: Executor, lag_bytes: int) -> None:
+        await ex.execute(self.q.get("wal_mark"), self.slot, lag_bytes, POSITION_PREFIX,
+                         long=True)
+
+    async def type_name(self, ex: Executor, oid: int) -> str:
+        return str(await ex.fetchval(self.q.get("type_name"), oid))
+
+    async def to_json(self, ex: Executor, type_name: str, texts: list[str]) -> list[str]:
+        rows = await ex.fetch(self.q.get("wal_to_json", type=type_name), texts, long=True)
+        return [r["value"] for r in rows]
+
+
+def _ident(name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"not a plain savepoint name: {name!r}")
+    return name
+
+
+class PostgresLot(ParkedLot):
+    def __init__(self, store: PostgresStore, sink: str, lease: tuple[int, int]) -> None:
+        self.store, self.q = store, store.q
+        self.sink = sink
+        self.lock_pid, self.lock_key = lease
+        self._conn: asyncpg.Connection | None = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await db.connect(self.store.pg)
+        return self._conn
+
+    async def head(self, limit: int) -> list[ParkedMessage]:
+        conn = await self._connection()
+        rows = await conn.fetch(self.q.get("parked_head"), self.sink, limit, self.lock_pid,
+                                self.lock_key)
+        return [ParkedMessage(r["id"], to_message(self.sink, r), r["attempts"], r["age"])
+                for r in rows]
+
+    async def settle(self, delivered: Sequence[int], failed: Sequence[tuple[int, str]],
+                     dead: Sequence[tuple[int, str, int]]) -> None:
+        conn = await self._connection()
+        async with conn.transaction():
+            if delivered:
+                await conn.execute(self.q.get("parked_delivered"), list(delivered))
+            if failed:
+                await conn.execute(self.q.get("parked_failed"), [i for i, _ in failed],
+                                   [e for _, e in failed])
+            if dead:
+                await conn.execute(self.q.get("parked_to_dead"), [i for i, _, _ in dead],
+                                   [e for _, e, _ in dead], [a for _, _, a in dead])
+
+    async def expire(self, max_age: float) -> list[tuple[int, str]]:
+        conn = await self._connection()
+        rows = await conn.fetch(self.q.get("parked_expired"), self.sink, max_age)
+        if rows:
+            await conn.execute(self.q.get("parked_to_dead"), [r["id"] for r in rows],
+                               [f"gave up after {max_age:g} s: {r['last_error']}"
+                                for r in rows],
+                               [r["attempts"] for r in rows])
+        return [(r["route"], r["last_error"]) for r in rows]
+
+    async def reset(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
