@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 
 from connector.readers.session import ConsumerSession
+from connector.store.base import Row
 from connector.store.postgres import PostgresStore
 
 log = structlog.get_logger("pgconnector.source")
@@ -46,11 +47,12 @@ class Lease:
                 continue  # try again at once
             if not announced:
                 if on_standby is not None:
-                    on_standby(dict(holder) if holder else None)
+                    on_standby(None if holder is None else {
+                        k: holder[k] for k in ("pid", "application_name", "idle_seconds")})
                 announced = True
             await s.sleep(s.capture.standby_retry)
 
-    async def _unresponsive(self, holder: Any) -> bool:
+    async def _unresponsive(self, holder: Row) -> bool:
         """The active instance pings its session at least every liveness_interval and gives
         up on it after liveness_timeout; a session idle far longer than both belongs to an
         instance that lost its connection without the server noticing (a half-open network

@@ -24,7 +24,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -35,7 +35,7 @@ from connector.pipeline import Pipeline, Stats
 from connector.publishers.base import Publisher
 from connector.readers.base import Batch, Reader, ReaderDisconnected
 from connector.router import Router
-from connector.store.base import Backlog, Executor, ParkedLot, ParkedMessage, Store
+from connector.store.base import Backlog, Executor, ParkedLot, ParkedMessage, Row, Store
 from connector.vocabulary import (
     OPERATIONS,
     ChangeEvent,
@@ -86,10 +86,10 @@ class MemoryTransaction:
         self.pending: list[Callable[[], None]] = []
 
     # An Executor in name only: the memory store writes through ``pending``.
-    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Any]:
+    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Row]:
         raise NotImplementedError("the memory store runs no SQL")
 
-    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Any:
+    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Row | None:
         raise NotImplementedError("the memory store runs no SQL")
 
     async def fetchval(self, sql: str, *args: Any, long: bool = False) -> Any:
@@ -164,7 +164,7 @@ class MemoryReader(Reader):
         if self._out is not None and batch.token == self._out[0]:
             self.queue.insert(0, self._out)
         self._out, self._tx = None, None
-        self.nacked.append(batch.token)
+        self.nacked.append(cast(int, batch.token))
 
     def interrupt(self) -> None:
         self._interrupted = True

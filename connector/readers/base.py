@@ -40,7 +40,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
 
 from connector.store.base import Executor
 from connector.vocabulary import ChangeEvent
@@ -53,7 +52,7 @@ class ReaderDisconnected(Exception):
 @dataclass
 class Batch:
     events: Sequence[ChangeEvent]
-    token: Any = field(default=None, repr=False)  # the reader's own bookkeeping
+    token: object = field(default=None, repr=False)  # the reader's own bookkeeping
 
 
 class Reader(ABC):

@@ -15,13 +15,14 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import structlog
 
 from connector import db
 from connector.readers.base import ReaderDisconnected
+from connector.store.base import Row
 from connector.vocabulary import CaptureConfig, PostgresConfig
 
 log = structlog.get_logger("pgconnector.source")
@@ -43,6 +44,16 @@ _CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
                       asyncpg.exceptions.InternalClientError,  # protocol state broken by a kill
                       OSError,
                       asyncio.TimeoutError, ConnectionError)
+
+
+class Transaction(Protocol):
+    """asyncpg's transaction, as the session drives it."""
+
+    async def start(self) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
 
 
 class ConsumerSession:
@@ -119,10 +130,10 @@ class ConsumerSession:
 
     # ------------------------------------------------------------------ Executor
 
-    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Any]:
+    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Row]:
         return list(await self.call(self.conn.fetch, sql, *args, long=long))
 
-    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Any:
+    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Row | None:
         return await self.call(self.conn.fetchrow, sql, *args, long=long)
 
     async def fetchval(self, sql: str, *args: Any, long: bool = False) -> Any:
@@ -133,17 +144,16 @@ class ConsumerSession:
 
     # ------------------------------------------------------------------ transactions
 
-    async def begin(self) -> Any:
-        """A started transaction (asyncpg's), to end with :meth:`commit` or
-        :meth:`rollback_quietly`."""
-        tx = self.conn.transaction()
+    async def begin(self) -> Transaction:
+        """A started transaction, to end with :meth:`commit` or :meth:`rollback_quietly`."""
+        tx: Transaction = self.conn.transaction()
         await self.call(tx.start)
         return tx
 
-    async def commit(self, tx: Any) -> None:
+    async def commit(self, tx: Transaction) -> None:
         await self.call(tx.commit, long=True)
 
-    async def rollback_quietly(self, tx: Any) -> None:
+    async def rollback_quietly(self, tx: Transaction) -> None:
         with contextlib.suppress(Exception):  # a lost connection has rolled back already
             await self.call(tx.rollback)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -170,7 +170,7 @@ class TriggerReader(PollingReader):
 
     async def nack(self, batch: Batch) -> None:
         with contextlib.suppress(Exception):  # a lost connection has rolled back already
-            await self._settle(rollback_from=int(batch.token))
+            await self._settle(rollback_from=cast(int, batch.token))
 
     async def close(self) -> None:
         """Keep the batches acknowledged but not yet committed (a graceful stop)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from connector.readers import pgoutput
 from connector.readers.base import Batch
@@ -122,7 +122,7 @@ class WalReader(PollingReader):
 
     async def ack(self, batch: Batch) -> None:
         if batch.token is not None:
-            await self._advance(batch.token)
+            await self._advance(cast(int, batch.token))
 
     async def nack(self, batch: Batch) -> None:
         """Read again from the slot's position: the same changes, in the same order."""

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from connector import db
-from connector.store.base import Backlog, Executor, ParkedLot, ParkedMessage, Store
+from connector.store.base import Backlog, Executor, ParkedLot, ParkedMessage, Row, Store
 from connector.store.queries import Queries
 from connector.vocabulary import (
     CaptureConfig,
@@ -42,11 +42,12 @@ class Direct:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Any]:
+    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Row]:
         return list(await self.conn.fetch(sql, *args))
 
-    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Any:
-        return await self.conn.fetchrow(sql, *args)
+    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Row | None:
+        row: Row | None = await self.conn.fetchrow(sql, *args)
+        return row
 
     async def fetchval(self, sql: str, *args: Any, long: bool = False) -> Any:
         return await self.conn.fetchval(sql, *args)
@@ -133,7 +134,7 @@ class PostgresStore(Store):
     async def try_lock(self, ex: Executor, key: int) -> bool:
         return bool(await ex.fetchval(self.q.get("try_consumer_lock"), key))
 
-    async def active_consumer(self, ex: Executor, key: int) -> Any:
+    async def active_consumer(self, ex: Executor, key: int) -> Row | None:
         """The session holding the lease: pid, application_name, idle_seconds (or None)."""
         return await ex.fetchrow(self.q.get("active_consumer"), key)
 
@@ -145,7 +146,7 @@ class PostgresStore(Store):
     async def pending(self, ex: Executor) -> bool:
         return bool(await ex.fetchval(self.q.get("pending")))
 
-    async def claim(self, ex: Executor, batch_size: int, max_bytes: int) -> list[Any]:
+    async def claim(self, ex: Executor, batch_size: int, max_bytes: int) -> list[Row]:
         """Claim (delete, inside the open transaction) the next rows of the outbox."""
         return await ex.fetch(self.q.get("claim"), batch_size, max_bytes, long=True)
 
@@ -181,7 +182,7 @@ class PostgresStore(Store):
         await ex.execute(self.q.get("wal_peek"), self.slot, messages, self.publication,
                          long=True)
 
-    async def wal_fetch(self, ex: Executor, count: int) -> list[Any]:
+    async def wal_fetch(self, ex: Executor, count: int) -> list[Row]:
         return await ex.fetch(self.q.get("wal_fetch", count=str(int(count))), long=True)
 
     async def wal_close(self, ex: Executor) -> None:
