@@ -121,7 +121,7 @@ def method_notes(s: Settings, queries_source: str) -> str:
 {idle}
 {wal}
 - **The machine is shared.** Writer, PostgreSQL, daemon, subscriber and Redis share its CPUs
-  over loopback; run-to-run spread on a 2-core box is ±10-20 % or more (BASELINE.md; see the
+  over loopback; run-to-run spread on a 2-core box is ±10-20 % or more (see the
   individual runs below), so read ratios, not absolutes. Before every timed run the bench
   waits (up to {s.quiet_wait:g} s, {s.quiet_budget:g} s in all) for other load to drop below
   25 % of the CPUs, and lists the runs where it did not.

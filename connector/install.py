@@ -1,18 +1,22 @@
 """Installing, reconciling and removing the connector's database objects.
 
 Everything runs in one transaction under an advisory lock, so a failed install leaves nothing
-half-done and two installs cannot interleave.
+half-done and two installs cannot interleave. The connector's tables change only through the
+numbered migrations in sql/migrations/, each applied once (``migrate``); sql/install.sql holds
+what every install re-applies.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
+from connector import resources
 from connector.binding import bind
 from connector.db import DatabaseError
 from connector.pushdown import RowTrigger, row_triggers
@@ -22,6 +26,10 @@ from connector.store.queries import Queries
 from connector.vocabulary import Config, ConfigError, TableName, qualified, quote_ident
 
 CAPTURE_VERSION = 1
+
+# What releases before numbered migrations recorded as schema_version, whatever their layout.
+LEGACY_VERSION = "1"
+_MIGRATION_FILE = re.compile(r"([0-9]{4})_[a-z0-9_]+\.sql")
 
 
 @dataclass
@@ -73,6 +81,7 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
         await conn.execute(q.get("install_lock"))
         relids = await _check_tables(conn, config)
         bound = bind(config, await table_info(conn, config.tables))
+        await migrate(conn, q)
         await conn.execute(q.get("install"))
         await _switch_source(conn, q, config)
         current = {TableName(r["table_schema"], r["table_name"]): r
@@ -109,6 +118,75 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
     if wal:
         await _create_slot(conn, q, config)
     return report
+
+
+@dataclass(frozen=True, order=True)
+class Migration:
+    version: int
+    name: str  # sql/migrations/<name>.sql
+
+
+def migrations() -> list[Migration]:
+    """sql/migrations/NNNN_*.sql in order; numbered from 1 without gaps."""
+    found = sorted(Migration(int(m[1]), f.removesuffix(".sql"))
+                   for f in resources.sql_names("migrations")
+                   if (m := _MIGRATION_FILE.fullmatch(f)))
+    if not found or [m.version for m in found] != list(range(1, len(found) + 1)):
+        raise RuntimeError("sql/migrations: expected files numbered from 0001 without gaps, "
+                           f"found {[m.name for m in found]}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, q: Queries, upto: int | None = None) -> list[str]:
+    """Apply the migrations this installation lacks, in order, recording each as
+    meta.schema_version; return their names. The caller holds the install lock in a
+    transaction, so a failing migration leaves the version before it whole. ``upto`` stops
+    early (tests build each version in turn)."""
+    known = migrations()
+    latest = known[-1].version
+    current = await _schema_version(conn, q)
+    if current > latest:
+        raise DatabaseError(
+            f"schema {q.schema_name!r} is at version {current}, made by a newer pgconnector "
+            f"(this one knows up to {latest}): run that release or a later one; schemas are "
+            "never downgraded")
+    applied = []
+    for m in known:
+        if current < m.version <= (latest if upto is None else upto):
+            await conn.execute(q.get(f"migrations/{m.name}"))
+            await conn.execute(q.get("meta_set"), "schema_version", str(m.version))
+            applied.append(m.name)
+    return applied
+
+
+async def _schema_version(conn: asyncpg.Connection, q: Queries) -> int:
+    """The last migration applied to this installation; 0 when there is none."""
+    if not (await conn.fetchrow(q.get("schema_exists"), q.schema_name))["installed"]:
+        return 0
+    recorded: str | None = await conn.fetchval(q.get("meta_get"), "schema_version")
+    if recorded is None or recorded == LEGACY_VERSION:
+        return await _adopt_legacy(conn, q)
+    if not re.fullmatch(r"[0-9]+", recorded):
+        raise DatabaseError(f"schema {q.schema_name!r} records schema_version {recorded!r}, "
+                            "which no pgconnector writes")
+    return int(recorded)
+
+
+async def _adopt_legacy(conn: asyncpg.Connection, q: Queries) -> int:
+    """An installation from before numbered migrations: find which migrations its layout
+    already has and record that as its version. (A database this release migrated to 1 only
+    is found to be at 1 too.)"""
+    rows = await conn.fetch(q.get("migrations/legacy_layout"), q.schema_name)
+    found = [r["version"] for r in rows if r["present"]]
+    level = 1 + len(found)
+    if found != list(range(2, level + 1)):
+        raise DatabaseError(f"schema {q.schema_name!r}: its tables have the changes of "
+                            f"migrations {found} only, a layout no pgconnector release made; "
+                            "cannot tell which migrations to apply")
+    if level >= 3:
+        await conn.execute(q.get("migrations/legacy_parked_route"))
+    await conn.execute(q.get("meta_set"), "schema_version", str(level))
+    return level
 
 
 def wal_names(config: Config) -> tuple[str, str]:

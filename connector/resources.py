@@ -19,13 +19,27 @@ def _data_dir() -> Traversable | None:
     return packaged if packaged.is_dir() else None
 
 
+def _sql_dir(folder: str = "") -> Traversable:
+    """``sql/`` or a folder in it (``/``-separated), packaged or in the source tree."""
+    packaged = _data_dir()
+    node: Traversable = packaged / "sql" if packaged is not None else _SOURCE_ROOT / "sql"
+    for part in filter(None, folder.split("/")):
+        node = node / part
+    return node
+
+
 @functools.cache
 def sql_text(name: str) -> str:
-    """The text of ``sql/<name>``."""
-    packaged = _data_dir()
-    if packaged is not None:
-        return (packaged / "sql" / name).read_text(encoding="utf-8")
-    return (_SOURCE_ROOT / "sql" / name).read_text(encoding="utf-8")
+    """The text of ``sql/<name>`` (``name`` may name a file in a folder: ``migrations/…``)."""
+    folder, _, file = name.rpartition("/")
+    return (_sql_dir(folder) / file).read_text(encoding="utf-8")
+
+
+@functools.cache
+def sql_names(folder: str) -> tuple[str, ...]:
+    """The names of the ``.sql`` files in ``sql/<folder>``, sorted."""
+    return tuple(sorted(f.name for f in _sql_dir(folder).iterdir()
+                        if f.is_file() and f.name.endswith(".sql")))
 
 
 @functools.cache

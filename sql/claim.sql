@@ -1,4 +1,4 @@
--- Claim the oldest outbox rows and build most of each event's JSON text (DESIGN.md §5)
+-- Claim the oldest outbox rows and build most of each event's JSON text (README "The event")
 -- server-side, so the daemon publishes bytes it never re-encodes. Runs inside the transaction
 -- that publishes the batch: the DELETE commits only after delivery, so a crash re-delivers,
 -- never loses. $1 = most rows, $2 = most bytes (stored size; the first row is always taken).
@@ -20,7 +20,7 @@ claimed AS (
     RETURNING o.id, o.txid, o.captured_at, o.relid, o.op, o.old_row, o.new_row, o.xmin AS row_xmin
 )
 -- Text is concatenated rather than json_build_object'ed: same escaping (to_json), no " : "
--- padding, and the key order of DESIGN.md §5 (the rows are to_json's text, columns in table
+-- padding, and the key order of README "The event" (the rows are to_json's text, columns in table
 -- order, as the trigger stored them).
 SELECT id, relid,
        CASE op WHEN 'i' THEN 'insert' WHEN 'u' THEN 'update' WHEN 'd' THEN 'delete'

@@ -37,6 +37,7 @@ class Queries:
     """The statements of one installation (one schema), rendered once."""
 
     def __init__(self, schema: str) -> None:
+        self.schema_name = schema  # as written (error messages, bound as a value)
         self.schema = quote_ident(schema)
         self.legacy_row_trigger_name = f"{schema}_capture_v1"  # before per-operation triggers
         self.op_trigger_names = {op: f"{schema}_{op}_v1" for op in ("insert", "update", "delete")}
