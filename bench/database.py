@@ -26,7 +26,7 @@ from bench.common import (
     without_password,
 )
 from connector.config import from_dict as config_from_dict
-from connector.install import install, uninstall
+from connector.store.install import install, uninstall
 
 # The wake-up in the capture function: ``IF <cond> THEN PERFORM pg_notify(...); END IF;`` or a
 # bare ``PERFORM pg_notify(...);``. Removed only for the P1 diagnostic variant.

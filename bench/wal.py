@@ -58,8 +58,8 @@ from bench.p1_writers import (
 from bench.processes import Daemon, Subscriber
 from bench.report import Report, Row, Series
 from connector.config import from_dict as config_from_dict
-from connector.install import wal_names
 from connector.readers.polling import _FIRST_BACKOFF
+from connector.store.install import wal_names
 from tests.faults.servers import PostgresCluster, pg_bindir
 
 # What the wal source needs of the cluster; the shared server's own settings follow (COPIED).

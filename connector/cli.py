@@ -143,7 +143,8 @@ def convert(
 @app.command("install")
 def install_cmd(config: ConfigOpt) -> None:
     """Install the connector's objects and reconcile triggers with the config."""
-    from connector import db, install
+    from connector import db
+    from connector.store import install
 
     cfg = load(config)
 
@@ -171,7 +172,8 @@ def uninstall(
     ] = False,
 ) -> None:
     """Remove every trigger and object the connector installed (user tables are untouched)."""
-    from connector import db, install
+    from connector import db
+    from connector.store import install
 
     cfg = load(config)
 
@@ -197,7 +199,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Installed tables, outbox backlog, dead letters and the active consumer."""
-    from connector import db, install
+    from connector import db
+    from connector.store import install
 
     cfg = load(config)
 

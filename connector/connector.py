@@ -25,7 +25,6 @@ from connector.binding import bind
 from connector.config import coerce
 from connector.delivery.engine import Delivery
 from connector.delivery.parking import Parking
-from connector.install import install
 from connector.lease import Lease
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline, Stats
@@ -35,6 +34,7 @@ from connector.readers import ReaderDisconnected, open_reader
 from connector.router import Router
 from connector.server import HealthServer, Readiness
 from connector.store.catalog import table_info
+from connector.store.install import install
 from connector.store.postgres import PostgresStore
 from connector.vocabulary import Config, PublishError
 

@@ -28,7 +28,7 @@ import orjson
 from connector import db
 from connector.config import from_dict as config_from_dict
 from connector.connector import Connector
-from connector.install import uninstall
+from connector.store.install import uninstall
 from connector.vocabulary import PostgresConfig
 
 DEMO_SCHEMA = "pgconnector_demo"

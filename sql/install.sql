@@ -1,12 +1,12 @@
 -- The part of an installation that is re-applied by every install, after the numbered
 -- migrations in sql/migrations/ have brought the tables to this release's layout
--- (connector/install.py). Tables change only through those migrations, each applied once and
+-- (connector/store/install.py). Tables change only through those migrations, each applied once and
 -- recorded. A function is different: CREATE OR REPLACE puts this release's definition in place
 -- whatever the last one was, so a migration per edit of its body would only replay old bodies
 -- that nothing runs. Triggers on user tables call it by name, so its name and signature stay
 -- fixed: another signature would be another function (capture_v2), and removing this one a
 -- migration.
--- {schema} is replaced by the quoted schema identifier before this runs (connector/sql.py).
+-- {schema} is replaced by the quoted schema identifier before this runs (connector/store/queries.py).
 
 -- The capture function shared by every captured table. SECURITY DEFINER so the application's
 -- role needs no privilege on {schema}. It has no `SET search_path` clause on purpose: that clause

@@ -1,6 +1,6 @@
 """The dead letters: list, re-queue and purge them (``pgconnector dead-letters``).
 
-A retried dead letter becomes a parked message of its publisher (connector/parking.py): the
+A retried dead letter becomes a parked message of its publisher (connector/delivery/parking.py): the
 active daemon delivers it, in dead-letter order, with fresh attempts, without a restart.
 """
 

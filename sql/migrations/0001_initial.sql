@@ -1,5 +1,5 @@
 -- Migration 0001: the first layout of the connector's tables (sql/install.sql as first
--- released). Run once, in install's transaction, by connector/install.py `migrate`; later
+-- released). Run once, in install's transaction, by connector/store/install.py `migrate`; later
 -- changes are later files here, never edits of this one.
 
 -- IF NOT EXISTS: the schema may be one the user made (to grant on it, or holding their own

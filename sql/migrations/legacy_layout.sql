@@ -1,7 +1,7 @@
 -- $1 schema. Releases before numbered migrations recorded schema_version '1' whatever their
 -- layout, and changed it in place: each row says whether the change migration <version> makes
 -- is there. Each of those releases applied every earlier change too, so the ones there are
--- 2..n, and the installation stands at n (connector/install.py `_adopt_legacy`). The list is
+-- 2..n, and the installation stands at n (connector/store/install.py `_adopt_legacy`). The list is
 -- complete: the last release without migrations had the layout of 0005.
 SELECT v.version,
        EXISTS (SELECT

@@ -450,9 +450,9 @@ async def test_status_as_a_read_only_monitoring_role(
 
 
 def streaming_statements(pid: int, key: int) -> dict[str, tuple[str, list[Any]]]:
-    """Every statement `start --no-install` and `status` run (connector/sources/trigger.py,
-    connector/parking.py, connector/binding.py, connector/install.py status()), with
-    arguments of the right types."""
+    """Every statement `start --no-install` and `status` run (connector/readers/trigger.py,
+    connector/store/postgres.py, connector/store/catalog.py, connector/store/install.py
+    status()), with arguments of the right types."""
     q = Queries("pgconnector")
     t = ["x"]
     return {

@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from connector.config import from_dict as config_from_dict
-from connector.install import BacklogNotEmpty, install, status, uninstall
+from connector.store.install import BacklogNotEmpty, install, status, uninstall
 from connector.vocabulary import Config, ConfigError
 from tests.integration.helpers import make_config
 

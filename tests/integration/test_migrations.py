@@ -1,6 +1,6 @@
 """The connector's own tables change only through the numbered migrations in sql/migrations/
-(connector/install.py `migrate`). Built one migration at a time, or upgraded from what an older
-release installed, a database must end as a fresh install: the same catalog (pg_dump
+(connector/store/install.py `migrate`). Built one migration at a time, or upgraded from what an
+older release installed, a database must end as a fresh install: the same catalog (pg_dump
 --schema-only of the whole database: columns, defaults, constraints, indexes, functions,
 triggers, privileges) and the rows it held.
 
@@ -26,7 +26,7 @@ import pytest
 from connector import resources
 from connector.config import from_dict as config_from_dict
 from connector.db import DatabaseError
-from connector.install import install, migrate, migrations, status
+from connector.store.install import install, migrate, migrations, status
 from connector.store.queries import Queries
 from connector.vocabulary import Config, quote_ident
 from tests.conftest import temp_database

@@ -12,7 +12,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from connector import Connector
-from connector.install import status
+from connector.store.install import status
 from tests.conftest import RedisSubscriber
 from tests.e2e.support import wait_until
 from tests.integration.helpers import free_port, redis_server

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from connector import Connector
 from connector.config import from_dict as config_from_dict
-from connector.install import install
+from connector.store.install import install
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import free_port, make_config, redis_server
 

@@ -12,7 +12,7 @@ import pytest
 
 from connector import Connector
 from connector.config import from_dict as config_from_dict
-from connector.install import install
+from connector.store.install import install
 from connector.vocabulary import ConfigError
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import make_config

@@ -11,11 +11,11 @@ import asyncpg
 
 from connector import Connector
 from connector.config import from_dict as config_from_dict
-from connector.install import install
 from connector.lease import Lease
 from connector.readers import open_reader
 from connector.readers.polling import GATHER_FROM
 from connector.readers.session import WAKE_CHANNEL
+from connector.store.install import install
 from connector.store.queries import Queries
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import make_config

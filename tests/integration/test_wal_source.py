@@ -13,8 +13,8 @@ import pytest
 from connector import Connector
 from connector.config import from_dict as config_from_dict
 from connector.db import DatabaseError
-from connector.install import BacklogNotEmpty, install, uninstall
 from connector.readers import polling
+from connector.store.install import BacklogNotEmpty, install, uninstall
 from tests.conftest import RedisSubscriber
 from tests.integration.helpers import make_config
 
