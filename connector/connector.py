@@ -66,8 +66,10 @@ class Connector:
             self.publishers, limits={n: p.retry for n, p in self.config.publishers.items()},
             metrics=self.metrics)
         server = self.config.server
+        mounts = [p.mount for p in self.publishers.values() if p.serving]
         self.health = HealthServer(self.metrics, self.readiness, host=server.host,
-                                   port=server.port) if server and server.enabled else None
+                                   port=server.port, mounts=mounts
+                                   ) if server and server.enabled else None
         for name in self.publishers:
             self.metrics.set_publisher_up(name, True)
         # A sink that packs several changes per message (Ably) asks the reader to let a

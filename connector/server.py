@@ -1,4 +1,5 @@
-"""The health and metrics HTTP server: ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The connector's one HTTP host: ``/healthz``, ``/readyz``, ``/metrics``, and whatever routes
+serving sinks mount on it.
 
 It runs on the connector's own event loop, so ``/healthz`` answering proves the loop is not
 stuck. Readiness comes from a probe the connector passes in (a plain function reading its
@@ -8,7 +9,7 @@ current state), so this module knows nothing of the connector's internals.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -67,9 +68,11 @@ class HealthServer:
     ``await stop()`` closes the listener and any open connections."""
 
     def __init__(self, metrics: Metrics, probe: Callable[[], Readiness], *,
-                 host: str = "127.0.0.1", port: int = 9187) -> None:
+                 host: str = "127.0.0.1", port: int = 9187,
+                 mounts: Sequence[Callable[[web.Application], None]] = ()) -> None:
         self.metrics = metrics
         self.probe = probe
+        self.mounts = list(mounts)  # serving sinks add their routes (connector/publishers/base.py)
         self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -91,6 +94,8 @@ class HealthServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
+        for mount in self.mounts:
+            mount(app)
         # No access log: a scrape every few seconds would drown the connector's own logs.
         # A short shutdown timeout: every handler answers at once, nothing is worth waiting for.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import jsonschema
+from aiohttp import web
 
 from connector.vocabulary import (
     Message,
@@ -51,6 +52,8 @@ class Publisher(ABC):
     transactional: ClassVar[bool] = False
     #: seconds the reader should wait for a batch to fill before claiming it (packing)
     linger: float = 0.0
+    #: mounts routes on the connector's HTTP host (``mount``): live subscriptions
+    serving: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         self.name = name
@@ -74,4 +77,8 @@ class Publisher(ABC):
         """Deliver ``messages`` in order, or raise a PublishError."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections; must not raise."""
+        """Release connections; must not raise, and may be called twice."""
+
+    def mount(self, app: web.Application) -> None:
+        """A ``serving`` sink adds its routes to the HTTP host's app, before it starts."""
+        raise NotImplementedError(f"{type(self).__name__} serves nothing")

@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector.metrics import Metrics
 from connector.server import HealthServer, HealthServerError, Readiness
+from connector.testing import RecordingSink, event
+from connector.vocabulary import Message
 
 
 class Probe:
@@ -161,3 +164,34 @@ async def test_stop_closes_the_port(metrics: Metrics, probe: Probe) -> None:
     again = HealthServer(metrics, probe, host="127.0.0.1", port=port)
     await again.start()
     await again.stop()
+
+
+class Serving(RecordingSink):
+    """A sink that serves what it delivered, as a live-subscription sink will."""
+
+    serving = True
+
+    def mount(self, app: web.Application) -> None:
+        async def delivered(request: web.Request) -> web.Response:
+            return web.json_response(self.positions())
+
+        app.router.add_get(f"/{self.name}/delivered", delivered)
+
+
+async def test_a_serving_sink_mounts_its_routes_on_the_one_host(
+        metrics: Metrics, probe: Probe) -> None:
+    sink, plain = Serving("live"), RecordingSink("cache")
+    assert not plain.serving
+    with pytest.raises(NotImplementedError):
+        plain.mount(web.Application())
+    await sink.publish([Message("live", "c", "insert", event(7).payload, event(7))])
+    srv = HealthServer(metrics, probe, host="127.0.0.1", port=0, mounts=[sink.mount])
+    await srv.start()
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{srv.port}") as http:
+            async with http.get("/live/delivered") as r:
+                assert r.status == 200 and await r.json() == [7]
+            async with http.get("/healthz") as r:  # beside the host's own routes
+                assert r.status == 200
+    finally:
+        await srv.stop()
