@@ -99,25 +99,26 @@ class AblyPublisher(Publisher):
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
-        o = self.options
+        o = self.options  # defaults filled in from config/schema.json
         self._secret: str = o.get("api_key") or o.get("token") or ""
-        self.max_message_size = int(o.get("max_message_size", 65536))
-        self.max_request_bytes = int(o.get("max_request_bytes", 2 * 1024 * 1024))
-        self.max_channels = int(o.get("max_channels_per_request", 100))
-        self.channel_rate = float(o.get("channel_rate", 50))
+        self.max_message_size = int(o["max_message_size"])
+        self.max_request_bytes = int(o["max_request_bytes"])
+        self.max_channels = int(o["max_channels_per_request"])
+        self.channel_rate = float(o["channel_rate"])
         # Burst of a fifth of a second: no one-second window sees much more than the rate.
         self.burst = max(1, math.floor(self.channel_rate * 0.2)) if self.channel_rate else 0
-        self.concurrency = int(o.get("concurrency", 4))
-        self.timeout = float(o.get("timeout", 10))
-        self.oversize: str = o.get("oversize", "dead_letter")
-        self.name_template = parse_template(o.get("message_name", "{op}"))
-        packing: Mapping[str, Any] = o.get("packing") or {}
-        self.packing = bool(packing.get("enabled", False))
-        self.pack_events = int(packing.get("max_events", 100))
+        self.concurrency = int(o["concurrency"])
+        self.timeout = float(o["timeout"])
+        self.oversize: str = o["oversize"]
+        self.name_template = parse_template(o["message_name"])
+        packing: Mapping[str, Any] = o["packing"]
+        self.packing = bool(packing["enabled"])
+        self.pack_events = int(packing["max_events"])
+        # max_bytes defaults to max_message_size (no fixed default in the schema)
         self.pack_bytes = min(int(packing.get("max_bytes", self.max_message_size)),
                               self.max_message_size)
-        self.pack_name: str = packing.get("name", "batch")
-        self.linger = float(packing.get("linger", 0.02)) if self.packing else 0.0
+        self.pack_name: str = packing["name"]
+        self.linger = float(packing["linger"]) if self.packing else 0.0
         self._buckets: dict[str, _Bucket] = {}
         self._client: Any = None
         self.requests = 0  # HTTP requests sent, for stats and tests
@@ -139,7 +140,7 @@ class AblyPublisher(Publisher):
         from ably import AblyRest  # the SDK imports httpx/h2: only when configured
 
         o = self.options
-        tls = bool(o.get("tls", True))
+        tls = bool(o["tls"])
         client: dict[str, Any] = {
             "tls": tls,
             "use_binary_protocol": False,  # the event is JSON text already: no re-encoding

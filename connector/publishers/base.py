@@ -13,6 +13,8 @@ contract on its real system.
 
 from __future__ import annotations
 
+import functools
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
@@ -20,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import jsonschema
 from aiohttp import web
 
+from connector import resources
 from connector.vocabulary import (
     Message,
     PartialFailure,
@@ -57,7 +60,18 @@ class Publisher(ABC):
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         self.name = name
-        self.options = dict(options)
+        # Every option an adapter reads has its default here, from one place: the option's
+        # "default" in its JSON Schema (config/schema.json for built-ins, options_schema for
+        # the others). Adapters read self.options, never a literal fallback of their own.
+        self.options = with_defaults(self.schema(), options)
+
+    @classmethod
+    def schema(cls) -> Mapping[str, Any]:
+        """The JSON Schema of this type's options."""
+        if cls.options_schema is not None:
+            return cls.options_schema
+        builtin: Mapping[str, Any] = _builtin_schemas().get(cls.type_name, {})
+        return builtin
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> list[str]:
@@ -82,3 +96,27 @@ class Publisher(ABC):
     def mount(self, app: web.Application) -> None:
         """A ``serving`` sink adds its routes to the HTTP host's app, before it starts."""
         raise NotImplementedError(f"{type(self).__name__} serves nothing")
+
+
+@functools.cache
+def _builtin_schemas() -> dict[str, Any]:
+    defs: dict[str, Any] = json.loads(resources.schema_text())["$defs"]
+    return defs
+
+
+def with_defaults(schema: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with each absent property's schema "default" filled in, also inside
+    object properties (``packing: {enabled: true}`` gets packing's other defaults)."""
+    out = dict(options)
+    for key, prop in schema.get("properties", {}).items():
+        if not isinstance(prop, Mapping):
+            continue
+        if "default" in prop and key not in out:
+            out[key] = prop["default"]
+        elif prop.get("type") == "object" and "properties" in prop:
+            given = out.get(key)
+            if given is None or isinstance(given, Mapping):
+                inner = with_defaults(prop, given or {})
+                if inner or given is not None:
+                    out[key] = inner
+    return out

@@ -28,11 +28,12 @@ class RedisPublisher(Publisher):
 
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         super().__init__(name, options)
-        self.url: str = options.get("url", "redis://127.0.0.1:6379/0")
-        self.mode: str = options.get("mode", "pubsub")
-        self.maxlen: int | None = options.get("maxlen")
-        self.field: str = options.get("field", "event")
-        self.timeout = float(options.get("timeout", 5))
+        o = self.options  # defaults filled in from config/schema.json
+        self.url: str = o["url"]
+        self.mode: str = o["mode"]
+        self.maxlen: int | None = o.get("maxlen")
+        self.field: str = o["field"]
+        self.timeout = float(o["timeout"])
         self._conn = RespConnection(self.url, self.timeout)
 
     @classmethod

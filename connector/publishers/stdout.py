@@ -18,7 +18,7 @@ class StdoutPublisher(Publisher):
     def __init__(self, name: str, options: Mapping[str, Any],
                  stream: BinaryIO | None = None) -> None:
         super().__init__(name, options)
-        self.envelope: bool = options.get("envelope", True)
+        self.envelope: bool = self.options["envelope"]  # default from config/schema.json
         self._stream = stream
 
     async def publish(self, messages: Sequence[Message]) -> None:
