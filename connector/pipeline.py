@@ -11,9 +11,10 @@ it after a reconnect). Per batch:
    waiting; the rest go to ``delivery.deliver`` - unless the reader's session is lost
    meanwhile: then this instance may no longer be the only active one, so publishing stops
    at once and the batch is delivered again by whoever holds the lease.
-4. The outcome's dead letters and parked messages are recorded by the store on
-   ``reader.writer(batch)``, then ``reader.ack(batch)``. Any failure before the ack:
-   ``reader.nack(batch)``, and the error goes up.
+4. On ``reader.writer(batch)``: the messages of transactional sinks are delivered (they
+   write on it), then the store records the outcome's dead letters and parked messages;
+   then ``reader.ack(batch)``. Any failure before the ack: ``reader.nack(batch)``, and the
+   error goes up.
 5. Sinks that stalled are parked (their drain starts); the metrics and stats count the batch.
 """
 
@@ -71,6 +72,8 @@ class Pipeline:
         self.housekept = 0.0  # when the gauges were last refreshed (monotonic)
         self.housekeeping_rounds = 0  # completed refreshes, for whoever waits on one
         self._stopping = False
+        # Sinks delivered on the batch's writer (their effect commits with the ack).
+        self._in_tx = frozenset(n for n, s in delivery.sinks.items() if s.transactional)
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -107,11 +110,22 @@ class Pipeline:
             messages = self.router.route(batch.events)
             # A parked sink's messages queue behind what it already has waiting.
             waiting, direct = self.parking.split(messages)
+            in_tx: list[Message] = []
+            if self._in_tx:
+                in_tx = [m for m in direct if m.publisher in self._in_tx]
+                direct = [m for m in direct if m.publisher not in self._in_tx]
             outcome = await self._deliver(direct) if direct else Outcome()
-            parked = waiting + outcome.parked
-            if outcome.dead or parked:
+            if in_tx or outcome.dead or waiting or outcome.parked:
                 async with self.reader.writer(batch) as tx:
-                    await self.store.record(tx, outcome.dead, parked)
+                    if in_tx:
+                        more = await self._deliver(in_tx, tx)
+                        outcome.dead += more.dead
+                        outcome.parked += more.parked
+                        outcome.stalled.update(more.stalled)
+                    parked = waiting + outcome.parked
+                    if outcome.dead or parked:
+                        await self.store.record(tx, outcome.dead, parked)
+            parked = waiting + outcome.parked
             await self.reader.ack(batch)
         except BaseException:
             await self.reader.nack(batch)
@@ -136,10 +150,10 @@ class Pipeline:
         log.debug("batch_delivered", events=len(batch.events), messages=len(messages))
         return outcome
 
-    async def _deliver(self, messages: list[Message]) -> Outcome:
+    async def _deliver(self, messages: list[Message], tx: Executor | None = None) -> Outcome:
         """Deliver, unless the reader's session dies meanwhile (then stop publishing: see
         the module's docstring)."""
-        delivery = asyncio.ensure_future(self.delivery.deliver(messages))
+        delivery = asyncio.ensure_future(self.delivery.deliver(messages, tx))
         lost = asyncio.ensure_future(self.reader.lost.wait())
         try:
             await asyncio.wait({delivery, lost}, return_when=asyncio.FIRST_COMPLETED)

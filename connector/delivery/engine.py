@@ -27,6 +27,7 @@ from connector.metrics import Metrics
 from connector.publishers.base import Publisher
 from connector.vocabulary import (
     DeadLetter,
+    Executor,
     Message,
     Outcome,
     Parked,
@@ -100,43 +101,48 @@ class Delivery:
     def limits_of(self, sink: str) -> RetryConfig:
         return self.limits.get(sink, RetryConfig())
 
-    async def attempt(self, sink: Publisher, messages: Sequence[Message]) -> Attempt:
+    async def attempt(self, sink: Publisher, messages: Sequence[Message],
+                      tx: Executor | None = None) -> Attempt:
         """Publish once, within the sink's ``max_in_flight``, and sort the outcome per
-        message (counted in the metrics)."""
+        message (counted in the metrics). With ``tx`` (the batch's writer) a transactional
+        sink writes on it."""
         gate = self._gates.get(sink.name)
         if gate is None:
             gate = self._gates[sink.name] = asyncio.Semaphore(max(1, sink.max_in_flight))
         async with gate:
             started = time.perf_counter()
-            result = await _attempt(sink, messages)
+            result = await _attempt(sink, messages, tx)
             elapsed = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.publish_attempt(sink.name, messages, result.failures, elapsed)
         return result
 
-    async def deliver(self, messages: Sequence[Message]) -> Outcome:
+    async def deliver(self, messages: Sequence[Message], tx: Executor | None = None) -> Outcome:
+        """``tx``: the batch's writer, for transactional sinks (connector/pipeline.py)."""
         by_sink: dict[str, list[Message]] = {}
         for m in messages:
             by_sink.setdefault(m.publisher, []).append(m)
         outcome = Outcome()
         if len(by_sink) == 1:
             (name, batch), = by_sink.items()
-            await self._deliver_one(self.sinks[name], batch, outcome)
+            await self._deliver_one(self.sinks[name], batch, outcome, tx)
         else:
-            await asyncio.gather(*(self._deliver_one(self.sinks[n], b, outcome)
+            await asyncio.gather(*(self._deliver_one(self.sinks[n], b, outcome, tx)
                                    for n, b in by_sink.items()))
         return outcome
 
     async def _deliver_one(self, sink: Publisher, batch: list[Message],
-                           outcome: Outcome) -> None:
-        runs = lanes(batch, sink.max_in_flight, sink.ordering)
+                           outcome: Outcome, tx: Executor | None) -> None:
+        # One connection cannot run statements at once: a transactional sink gets one lane.
+        n = 1 if tx is not None and sink.transactional else sink.max_in_flight
+        runs = lanes(batch, n, sink.ordering)
         if len(runs) == 1:
-            await self._deliver_run(sink, runs[0], outcome)
+            await self._deliver_run(sink, runs[0], outcome, tx)
         else:
-            await asyncio.gather(*(self._deliver_run(sink, r, outcome) for r in runs))
+            await asyncio.gather(*(self._deliver_run(sink, r, outcome, tx) for r in runs))
 
     async def _deliver_run(self, sink: Publisher, batch: list[Message],
-                           outcome: Outcome) -> None:
+                           outcome: Outcome, tx: Executor | None) -> None:
         """Publish ``batch`` (in order), re-sending only what failed, up to the inline tries;
         then park the rest, or dead-letter it when its retry limits are reached."""
         limits = self.limits_of(sink.name)
@@ -146,7 +152,7 @@ class Delivery:
         pending, n = batch, 0
         while pending:
             n += 1
-            result = await self.attempt(sink, pending)
+            result = await self.attempt(sink, pending, tx)
             retry = []
             for i, err in sorted(result.failures.items()):
                 if isinstance(err, PermanentError):
@@ -167,11 +173,15 @@ class Delivery:
             await asyncio.sleep(max(self.inline.delay(n), result.retry_after))
 
 
-async def _attempt(sink: Publisher, messages: Sequence[Message]) -> Attempt:
+async def _attempt(sink: Publisher, messages: Sequence[Message],
+                   tx: Executor | None) -> Attempt:
     """A sink that raises anything but a PublishError has a bug; its batch is treated as
     retryable, never lost."""
     try:
-        await sink.publish(messages)
+        if tx is not None and sink.transactional:
+            await sink.publish_in(tx, messages)
+        else:
+            await sink.publish(messages)
         return Attempt({})
     except PartialFailure as exc:
         wait = max([e.retry_after for e in exc.failures.values()

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from connector import resources
 from connector.vocabulary import (
+    Executor,
     Message,
     PartialFailure,
     PermanentError,
@@ -51,7 +52,7 @@ class Publisher(ABC):
     #: what order delivery keeps when calls overlap: "channel" (each channel in order),
     #: "key" (each row), or "none"
     ordering: Literal["channel", "key", "none"] = "channel"
-    #: receives the batch's writer (the claim transaction) to write in: SQL operators
+    #: delivered by writing on the batch's writer (``publish_in``): SQL operators
     transactional: ClassVar[bool] = False
     #: seconds the reader should wait for a batch to fill before claiming it (packing)
     linger: float = 0.0
@@ -89,6 +90,13 @@ class Publisher(ABC):
     @abstractmethod
     async def publish(self, messages: Sequence[Message]) -> None:
         """Deliver ``messages`` in order, or raise a PublishError."""
+
+    async def publish_in(self, tx: Executor, messages: Sequence[Message]) -> None:
+        """A ``transactional`` sink delivers a live batch by writing on ``tx``, the batch's
+        writer (the trigger reader's claim transaction), so its effect commits with the
+        batch's acknowledgement and rolls back with it. Outside a batch (a drain of parked
+        messages) the engine calls ``publish``, and the sink opens its own transaction."""
+        raise NotImplementedError(f"{type(self).__name__} is not transactional")
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; must not raise, and may be called twice."""

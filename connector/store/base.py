@@ -23,28 +23,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from connector.vocabulary import DeadLetter, Message, Parked
+from connector.vocabulary import DeadLetter, Executor, Message, Parked, Row
 
-
-class Row(Protocol):
-    """A result row (asyncpg's Record): columns by name."""
-
-    def __getitem__(self, key: str) -> Any: ...
-
-
-class Executor(Protocol):
-    """Runs one statement on a connection. ``long`` marks a bulk statement (a claim, a
-    commit): the consumer's session gives it a longer time limit than a small query."""
-
-    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Row]: ...
-
-    async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Row | None: ...
-
-    async def fetchval(self, sql: str, *args: Any, long: bool = False) -> Any: ...
-
-    async def execute(self, sql: str, *args: Any, long: bool = False) -> str: ...
+__all__ = ["Backlog", "Executor", "ParkedLot", "ParkedMessage", "Row", "Store"]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from connector.vocabulary.config import (
     join_path,
 )
 from connector.vocabulary.events import ChangeEvent, Message
+from connector.vocabulary.executor import Executor, Row
 from connector.vocabulary.filter import Condition, Filter
 from connector.vocabulary.names import (
     BUILTIN_FIELDS,
@@ -44,9 +45,9 @@ from connector.vocabulary.outcome import (
 
 __all__ = [
     "BUILTIN_FIELDS", "OPERATIONS", "CaptureConfig", "ChangeEvent", "ChannelTemplate",
-    "Condition", "Config", "ConfigError", "DeadLetter", "Filter", "LoggingConfig", "Message",
-    "Outcome", "Parked", "PartialFailure", "PermanentError", "PostgresConfig", "PublishError",
-    "PublisherConfig", "RetryConfig", "RetryableError", "Route", "ServerConfig", "TableName",
-    "backoff", "display_ident", "format_path", "join_path", "parse_table", "parse_template",
-    "qualified", "quote_ident",
+    "Condition", "Config", "ConfigError", "DeadLetter", "Executor", "Filter", "LoggingConfig",
+    "Message", "Outcome", "Parked", "PartialFailure", "PermanentError", "PostgresConfig",
+    "PublishError", "PublisherConfig", "RetryConfig", "RetryableError", "Route", "Row",
+    "ServerConfig", "TableName", "backoff", "display_ident", "format_path", "join_path",
+    "parse_table", "parse_template", "qualified", "quote_ident",
 ]

@@ -4,6 +4,7 @@ Sink of connector/testing.py: no network, no PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -14,11 +15,12 @@ from connector.testing import (
     Harness,
     MemoryReader,
     MemoryStore,
+    MemoryTransaction,
     RecordingSink,
     event,
     route,
 )
-from connector.vocabulary import Message, Parked, RetryConfig
+from connector.vocabulary import Executor, Message, Parked, RetryConfig
 
 QUICK_DRAIN = RetryConfig(initial_backoff=0.001, max_backoff=0.005)
 
@@ -267,3 +269,54 @@ async def test_permanent_errors_in_a_drain_dead_letter_at_once() -> None:
     assert [d.message.event.position for d in h.store.dead] == [0]
     h.pipeline.stop()
     await task
+
+
+class Transactional(RecordingSink):
+    """Writes on the batch's writer: what it did lands only when the batch is acked."""
+
+    transactional = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.committed: list[int] = []
+
+    async def publish_in(self, tx: Executor, messages: Sequence[Message]) -> None:
+        assert isinstance(tx, MemoryTransaction)
+        before = len(self.delivered)
+        try:
+            await self.publish(messages)  # fails as scripted
+        finally:  # what got through is written on the batch, rejected or not the others
+            done = [m.event.position for m in self.delivered[before:]]
+            tx.pending.append(lambda: self.committed.extend(done))
+
+
+
+async def test_a_transactional_sink_writes_on_the_batch_and_commits_with_its_ack() -> None:
+    reader = MemoryReader(batches(2, 1))
+    op, cache = Transactional("op"), RecordingSink("cache")
+    h = Harness([route("public.items", "op"), route("public.items", "cache", index=1)],
+                {"op": op, "cache": cache}, reader)
+    await h.run()
+    assert op.committed == [0, 1, 2] and cache.positions() == [0, 1, 2]
+    assert reader.acked == [0, 1]
+
+
+async def test_a_transactional_sinks_writes_roll_back_with_a_nack() -> None:
+    reader = MemoryReader(batches(2))
+    op = Transactional("op")
+    store = MemoryStore()
+    record = store.record
+
+    async def failing_record(ex, dead, parked):  # type: ignore[no-untyped-def]
+        raise RuntimeError("commit lost")
+
+    op.reject = lambda m: m.event.position == 1  # 0 is written, 1 is a dead letter
+    store.record = failing_record  # type: ignore[method-assign]
+    h = Harness([route("public.items", "op")], {"op": op}, reader, store)
+    with pytest.raises(RuntimeError, match="commit lost"):
+        await h.run()
+    assert op.positions() == [0] and op.committed == [] and reader.nacked == [0]
+    store.record = record  # type: ignore[method-assign]
+    op.reject = lambda m: False
+    await h.run()
+    assert op.committed == [0, 1] and reader.acked == [0]
