@@ -154,7 +154,7 @@ except ImportError:  # pragma: no cover - the daemon's own install has no pytest
     raise ImportError("connector.conformance is a pytest suite: install pytest and "
                       "pytest-asyncio to run it (pip install 'pgconnector[test]')") from None
 
-from connector.events import ChangeEvent, Message
+from connector.events import ChangeEvent, Message  # Message is re-exported: hooks build them
 from connector.publishers.base import (
     PartialFailure,
     PermanentError,
@@ -166,6 +166,7 @@ from connector.publishers.base import (
 __all__ = [
     "UNICODE_SAMPLES",
     "Kit",
+    "Message",
     "Outage",
     "PartialFault",
     "PublisherConformance",

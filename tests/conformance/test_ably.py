@@ -14,6 +14,7 @@ import pytest
 
 from connector.conformance import (
     Kit,
+    Message,
     Outage,
     PartialFault,
     PublisherConformance,
@@ -21,7 +22,6 @@ from connector.conformance import (
     Receiver,
     Rejection,
 )
-from connector.events import Message
 from connector.publishers.ably import AblyPublisher
 from tests.ably_endpoint import MAX_MESSAGE_SIZE, AblyEndpoint
 from tests.faults.proxy import TcpProxy

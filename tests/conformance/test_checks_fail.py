@@ -16,8 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 import pytest
 
-from connector.conformance import PublisherConformance
-from connector.events import Message
+from connector.conformance import Message, PublisherConformance
 from connector.publishers.ably import AblyPublisher
 from connector.publishers.base import PartialFailure, PermanentError, RetryableError
 from connector.publishers.redis import RedisPublisher

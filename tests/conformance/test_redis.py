@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from connector.conformance import (
     Kit,
+    Message,
     Outage,
     PublisherConformance,
     PublisherFactory,
@@ -25,7 +26,6 @@ from connector.conformance import (
     Rejection,
     not_applicable,
 )
-from connector.events import Message
 from connector.publishers.redis import RedisPublisher
 from tests.faults.proxy import TcpProxy
 from tests.faults.servers import free_port
