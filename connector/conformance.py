@@ -63,6 +63,7 @@ Running it against an adapter
 Subclass ``PublisherConformance`` in a test module, in a class whose name starts with ``Test``,
 and override the hook fixtures (pytest fixtures, so a hook may use your own fixtures)::
 
+    import pytest
     from connector.conformance import PublisherConformance, Receiver, not_applicable
 
     class TestMyPublisher(PublisherConformance):
@@ -93,7 +94,8 @@ The hooks:
     there: pub/sub forgets what nobody heard), ``received(channel)`` returns the payloads
     delivered on ``channel`` so far, in order, as bytes (what a consumer would get), and
     ``stop()`` runs at the end. It must read the system directly, not through the path an
-    outage cuts.
+    outage cuts. Where the system drops a repeated message id (as Ably does), report what a
+    subscriber gets.
 ``channel_prefix`` -> ``str``
     The prefix of every channel of the test (defined here; override only to change its form).
 ``outage`` -> ``Callable[[], AbstractAsyncContextManager[None]]``
