@@ -156,7 +156,6 @@ except ImportError:  # pragma: no cover - the daemon's own install has no pytest
     raise ImportError("connector.conformance is a pytest suite: install pytest and "
                       "pytest-asyncio to run it (pip install 'pgconnector[test]')") from None
 
-from connector.events import ChangeEvent, Message  # Message is re-exported: hooks build them
 from connector.publishers.base import (
     PartialFailure,
     PermanentError,
@@ -164,6 +163,7 @@ from connector.publishers.base import (
     PublishError,
     RetryableError,
 )
+from connector.vocabulary import ChangeEvent, Message  # Message is re-exported: hooks build them
 
 __all__ = [
     "UNICODE_SAMPLES",
