@@ -4,7 +4,7 @@ A change is written to the outbox only if at least one route of its table would 
 the routes' filters and watched columns become each row trigger's ``WHEN`` clause (and
 ``UPDATE OF`` its column list), so a change nobody listens to costs a trigger condition, not a
 function call and an outbox row. The router then decides per route in Python, by the same
-rules (connector/router.py); both sides use connector/filters.py, whose Python evaluation and
+rules (connector/router.py); both sides use connector/filters/, whose Python evaluation and
 SQL agree (tests/integration/test_filters_sql.py).
 """
 
@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from connector.binding import BoundRoute
-from connector.filters import columns, to_sql
+from connector.filters.parse import columns
+from connector.filters.sql import to_sql
 from connector.vocabulary import quote_ident
 
 
