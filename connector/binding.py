@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from connector.filters import bind_types
+from connector.filters.bind import bind_types
 from connector.vocabulary import Config, ConfigError, Filter, Route, TableName
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from connector import resources
 from connector.compat import ably as ably_compat
-from connector.filters import parse_where
+from connector.filters.parse import parse_where
 from connector.publishers.registry import publisher_class
 from connector.vocabulary import (
     OPERATIONS,

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from connector.binding import BoundRoute
-from connector.filters import columns, to_sql
+from connector.filters.parse import columns
+from connector.filters.sql import to_sql
 from connector.vocabulary import quote_ident
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from connector.binding import BoundRoute
-from connector.filters import evaluate
+from connector.filters.evaluation import evaluate
 from connector.vocabulary import ChangeEvent, Config, Message, Route
 from connector.vocabulary.channels import dumps, render_channel, render_value
 
