@@ -13,10 +13,9 @@ from connector.filters.parse import (
     LIST_OPERATORS,
     OPERATORS,
     ORDERING,
-    _join,
 )
 from connector.filters.types import _convert, _Invalid, _Type, _type
-from connector.vocabulary import Condition, Filter
+from connector.vocabulary import Condition, Filter, join_path
 
 
 def bind_types(f: Filter, types: Mapping[str, str], path: str, *,
@@ -36,7 +35,7 @@ def _bind(f: Filter, types: Mapping[str, str], path: str, table: str,
     conditions = []
     unknown: set[str] = set()
     for c in f.conditions:
-        at = _join(path, c.column)
+        at = join_path(path, c.column)
         type_name = types.get(c.column)
         if type_name is None:
             if c.column not in unknown:
@@ -49,7 +48,7 @@ def _bind(f: Filter, types: Mapping[str, str], path: str, table: str,
                                         shorthand=c.shorthand))
         except _Invalid as exc:
             problems += exc.args
-    any_of = tuple(_bind(sub, types, f"{_join(path, ANY)}[{i}]", table, problems)
+    any_of = tuple(_bind(sub, types, f"{join_path(path, ANY)}[{i}]", table, problems)
                    for i, sub in enumerate(f.any_of))
     return Filter(tuple(conditions), any_of)
 

@@ -6,13 +6,12 @@ language itself is described in connector/filters/__init__.py."""
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from connector.vocabulary import Condition, Filter
+from connector.vocabulary import Condition, Filter, join_path
 
 OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "not_in", "is_null")
 ORDERING = frozenset({"lt", "lte", "gt", "gte"})
@@ -20,13 +19,6 @@ LIST_OPERATORS = frozenset({"in", "not_in"})
 ANY = "any"  # the reserved key of the map form
 
 _EXPECTED_OPERATORS = ", ".join(OPERATORS)
-
-
-def _join(path: str, key: str) -> str:
-    """``path.key``, or ``path["key"]`` for a key that is not a plain name (as config.py)."""
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
 
 
 _SCALARS = (str, int, float, Decimal, date)  # bool is an int; datetime is a date
@@ -62,7 +54,7 @@ def _parse_map(raw: Any, path: str, problems: list[str]) -> Filter:
             problems.append(f"{path}[{json.dumps(str(key))}]: expected a column name "
                             f"(a string), got {_kind_of(key)}")
             continue
-        at = _join(path, key)
+        at = join_path(path, key)
         if key == ANY:
             if not isinstance(spec, list):
                 problems.append(f"{at}: expected a list of mappings ('any' is reserved: "

@@ -40,6 +40,7 @@ def test_the_package_keeps_its_layers(tree: Path) -> None:
     ("vocabulary/names.py", "connector.pipeline", "The vocabulary imports nothing of ours"),
     ("metrics.py", "connector.readers.base", "Layers: each imports only from those below it"),
     ("readers/trigger.py", "connector.router", "Readers only read"),
+    ("filters/parse.py", "connector.filters.types", "The filter language"),
 ])
 def test_an_upward_import_breaks_the_build(tree: Path, module: str, upward: str,
                                            contract: str) -> None:
