@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import asyncpg
@@ -64,15 +64,35 @@ async def _find_postgres() -> PostgresConfig | None:
     return None
 
 
-def _pg_bindir() -> str | None:
+# Debian's layout: one directory per installed major version, each with its own bin/.
+PG_VERSIONS_DIR = "/usr/lib/postgresql"
+_VERSION = re.compile(r"\d+(?:\.\d+)*")
+
+
+def newest_version(names: Iterable[str]) -> str | None:
+    """The name among ``names`` (version directories: "9.6", "15", "16") that is the newest
+    PostgreSQL by version number, not by string ("16" is newer than "9.6"); names that are no
+    version number are not candidates. None when none is."""
+    versions = {name: tuple(int(part) for part in name.split("."))
+                for name in names if _VERSION.fullmatch(name)}
+    return max(versions, key=versions.__getitem__, default=None)
+
+
+def pg_bindir() -> str | None:
+    """The newest installed PostgreSQL's binaries: pg_config's, else the newest version's in
+    PG_VERSIONS_DIR, else those of the initdb on PATH; None when there are none."""
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
                              check=True).stdout.strip()
         if os.path.exists(os.path.join(out, "initdb")):
             return out
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return os.path.dirname(found[-1])
+    installed: list[str] = []
+    with contextlib.suppress(OSError):
+        installed = [name for name in os.listdir(PG_VERSIONS_DIR)
+                     if os.path.exists(os.path.join(PG_VERSIONS_DIR, name, "bin", "initdb"))]
+    newest = newest_version(installed)
+    if newest is not None:
+        return os.path.join(PG_VERSIONS_DIR, newest, "bin")
     initdb = shutil.which("initdb")
     return os.path.dirname(initdb) if initdb else None
 
@@ -80,7 +100,7 @@ def _pg_bindir() -> str | None:
 @contextlib.contextmanager
 def throwaway_postgres() -> Iterator[PostgresConfig]:
     """A private PostgreSQL cluster in a temporary directory, removed afterwards."""
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     if bindir is None:
         raise db.DatabaseError("no PostgreSQL reachable and no PostgreSQL binaries installed "
                                "to start one (install postgresql, or set DATABASE_URL)")
