@@ -3,7 +3,7 @@ measured the way P1-P4 measure the trigger source, beside no capture (and, for I
 most clients, the trigger source) on the same server in the same run.
 
 The shared server runs with wal_level=replica and must stay so: these measures start a
-throwaway cluster of their own (tests/faults/servers.py's PostgresCluster) with
+throwaway cluster of their own (bench/cluster.py's PostgresCluster) with
 wal_level=logical and the shared server's durability, memory and checkpoint settings, read from
 it with SHOW at run time so the figures compare, and remove it at the end, also on failure.
 
@@ -33,6 +33,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench.bulk import TARGET_INSERT, bulk_statement
+from bench.cluster import PostgresCluster, pg_bindir
 from bench.common import (
     TABLE,
     at_most,
@@ -60,7 +61,6 @@ from bench.report import Report, Row, Series
 from connector.config import from_dict as config_from_dict
 from connector.readers.polling import _FIRST_BACKOFF
 from connector.store.install import wal_names
-from tests.faults.servers import PostgresCluster, pg_bindir
 
 # What the wal source needs of the cluster; the shared server's own settings follow (COPIED).
 LOGICAL = ("wal_level=logical", "max_replication_slots=10", "max_wal_senders=10")

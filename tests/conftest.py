@@ -63,7 +63,7 @@ def pg_admin_url() -> Iterator[str]:
 def logical_pg_admin_url() -> Iterator[str]:
     """A superuser URL of a throwaway cluster with wal_level=logical (the wal source), started
     from the installed PostgreSQL binaries: the shared server runs with wal_level=replica."""
-    from tests.faults.servers import PostgresCluster
+    from bench.cluster import PostgresCluster
 
     cluster = PostgresCluster("wal_level=logical", "max_replication_slots=20",
                               "max_wal_senders=20").init()

@@ -12,11 +12,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bench.cluster import PostgresCluster
 from tests.e2e.support import Daemon, daemon_factory
 from tests.faults.checker import REPORTS, ScenarioReport
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import Harness
-from tests.faults.servers import PostgresCluster, RedisServer
+from tests.faults.servers import RedisServer
 from tests.faults.writer import TABLE_DDL
 
 _CALL_REPORT = pytest.StashKey[pytest.TestReport]()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bench.cluster import PostgresCluster
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import (
     Harness,
@@ -15,7 +16,6 @@ from tests.faults.scenario import (
     sleep_until,
     wait_received,
 )
-from tests.faults.servers import PostgresCluster
 
 TOTAL = 30_000
 BATCH = 500

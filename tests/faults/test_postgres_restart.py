@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from bench.cluster import PostgresCluster
 from tests.faults.scenario import Harness, count_events, wait_received
-from tests.faults.servers import PostgresCluster
 
 TOTAL = 30_000
 BATCH = 500

@@ -8,9 +8,9 @@ import asyncio
 import asyncpg
 import pytest
 
+from bench.cluster import PostgresCluster
 from tests.e2e.support import wait_until
 from tests.faults.proxy import TcpProxy
-from tests.faults.servers import PostgresCluster
 
 APP = "faults-proxy-check"
 SESSIONS = "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"

@@ -8,9 +8,9 @@ from datetime import datetime
 
 import pytest
 
+from bench.cluster import PostgresCluster
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import Harness, count_events, expect, log_tail, wait_received
-from tests.faults.servers import PostgresCluster
 
 TOTAL = 30_000
 BATCH = 500

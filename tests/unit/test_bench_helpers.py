@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -26,6 +29,7 @@ from bench.ref_publisher import payloads
 from bench.report import Row, fmt_duration, render_table, target_counts
 from bench.run import output_paths, parse_args
 from bench.wal import COPIED, cluster_setting
+from tests.e2e.support import REPO_ROOT
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -166,3 +170,31 @@ def test_output_paths(tmp_path: Path) -> None:
     out, chart = output_paths(None, smoke=False)
     assert (out.name, chart.name) == ("RESULTS.md", "results.png")
     assert out.parent == chart.parent == Path(__file__).resolve().parents[2] / "bench"
+
+
+def imported_modules(source: Path) -> set[str]:
+    """Every module ``source`` imports, at the top or inside a function."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source.read_text(), str(source))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_bench_imports_nothing_from_the_tests() -> None:
+    """bench/ is a tool of its own: the tests may use its helpers, never the other way."""
+    sources = sorted((REPO_ROOT / "bench").glob("*.py"))
+    assert len(sources) > 10
+    uses = {f"{s.name}: {m}" for s in sources for m in imported_modules(s)
+            if m == "tests" or m.startswith("tests.")}
+    assert uses == set()
+    # And at run time: every bench module imported, no module of the tests loaded with them.
+    code = ("import importlib, sys\n"
+            f"for name in {[f'bench.{s.stem}' for s in sources]!r}:\n"
+            "    importlib.import_module(name)\n"
+            "print(sorted(m for m in sys.modules if m == 'tests' or m.startswith('tests.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
