@@ -5,6 +5,7 @@ table. Figures are not checked: benchmarks never fail CI."""
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 from tests.e2e.support import REPO_ROOT, base_env, run
@@ -20,7 +21,12 @@ def wal_cluster_left(table: str) -> bool:
 
 async def test_bench_smoke_mode_writes_every_measure(tmp_path: Path) -> None:
     out = tmp_path / "smoke.md"
+    # A database of its own: the default one (pgconnector_bench_smoke) is dropped and created
+    # again by every smoke run, so two at once (another checkout's suite, a `make bench-smoke`
+    # beside it) would pull it from under each other.
+    database = f"pgconnector_bench_smoke_{uuid.uuid4().hex[:8]}"
     result = await run(REPO_ROOT / "bench" / "run.py", "--smoke", "--output", out,
+                       "--database", database,
                        exe=Path(sys.executable), env=base_env(), cwd=REPO_ROOT, timeout=300)
     assert result.code == 0, result
     table = out.read_text()
