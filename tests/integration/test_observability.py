@@ -3,7 +3,7 @@ metrics count what really flowed (real PostgreSQL, real Redis)."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -34,16 +34,33 @@ async def get(c: Connector, path: str) -> tuple[int, str]:
         return r.status, await r.text()
 
 
-async def samples(c: Connector) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def samples(c: Connector) -> Samples:
     status, text = await get(c, "/metrics")
     assert status == 200
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def value(got: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
-          **labels: str) -> float:
+def value(got: Samples, name: str, **labels: str) -> float:
     return got.get((name, frozenset(labels.items())), 0.0)
+
+
+async def samples_when(c: Connector, reached: Callable[[Samples], bool], what: str) -> Samples:
+    """/metrics, read again until ``reached`` holds of it. The metrics follow the pipeline
+    rather than lead it: a batch's events are counted once its claim commits, after its
+    messages went out; the backlog gauges when a housekeeping round next reads the backlog."""
+    got: Samples = {}
+
+    async def check() -> bool:
+        nonlocal got
+        got = await samples(c)
+        return reached(got)
+
+    await wait_until(check, 15, what)
+    return got
 
 
 async def test_ready_and_counted_while_streaming(
@@ -57,7 +74,9 @@ async def test_ready_and_counted_while_streaming(
         await pg.execute("INSERT INTO items SELECT g, 'n' FROM generate_series(1, 30) g")
         await pg.execute("UPDATE items SET name = 'm' WHERE id <= 10")
         assert len(await sub.wait_for(40)) == 40
-        got = await samples(c)
+        got = await samples_when(c, lambda m: value(
+            m, "pgconnector_events_captured_total", table="public.items", op="update") >= 10,
+            "the last batch counted")
         assert value(got, "pgconnector_events_captured_total",
                      table="public.items", op="insert") == 30
         assert value(got, "pgconnector_events_captured_total",
@@ -79,13 +98,10 @@ async def test_not_ready_while_the_publisher_is_down(
         await wait_until(lambda: "cache" in c.parked, 10, "the publisher parked")
         status, body = await get(c, "/readyz")
         assert status == 503 and "cache" in body
-        # Wait for the gauge itself: a housekeeping round may have read the backlog before
-        # the batch's parking committed (a flag it set says nothing about that).
-        for _ in range(200):
-            got = await samples(c)
-            if value(got, "pgconnector_parked", publisher="cache") == 2:
-                break
-            await asyncio.sleep(0.05)
+        # A housekeeping round refreshes the gauges; the first may run before the parking
+        # commits, so wait for what they read, not for a round to have run.
+        got = await samples_when(c, lambda m: value(
+            m, "pgconnector_parked", publisher="cache") >= 2, "the gauges to count the parked")
         assert value(got, "pgconnector_publisher_up", publisher="cache") == 0
         assert value(got, "pgconnector_parked", publisher="cache") == 2
         assert value(got, "pgconnector_publish_failures_total",
