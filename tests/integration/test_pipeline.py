@@ -11,6 +11,7 @@ from connector import Connector
 from connector.config import from_dict as config_from_dict
 from connector.store.install import install
 from tests.conftest import RedisSubscriber
+from tests.e2e.support import wait_until
 from tests.integration.helpers import free_port, make_config, redis_server
 
 TABLE = """CREATE TABLE users (
@@ -185,7 +186,8 @@ async def test_redis_down_at_first_loses_nothing(
         {"table": "users", "publisher": "cache", "channel": channel_prefix + ":u"}])
     async with Connector(config) as c:
         await pg.execute("INSERT INTO users (name) SELECT 'n' || g FROM generate_series(1, 50) g")
-        await asyncio.sleep(1.0)  # the publisher is failing: its messages are parked
+        # The publisher is failing: its messages are parked (counted once the claim commits).
+        await wait_until(lambda: c.stats.parked >= 50, 20, "the 50 messages parked")
         assert c.stats.parked == 50
         assert await pg.fetchval("SELECT count(*) FROM pgconnector.outbox") == 0
         assert await pg.fetchval("SELECT count(*) FROM pgconnector.parked") == 50

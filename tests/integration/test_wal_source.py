@@ -16,6 +16,7 @@ from connector.db import DatabaseError
 from connector.readers import polling
 from connector.store.install import BacklogNotEmpty, install, uninstall
 from tests.conftest import RedisSubscriber
+from tests.e2e.support import wait_until
 from tests.integration.helpers import make_config
 
 TYPES = """
@@ -104,10 +105,18 @@ async def test_large_transaction_arrives_whole_and_moves_the_slot_only_at_its_en
             await conn.execute("INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 2500) i")
             await conn.execute("UPDATE t SET v = 'w' WHERE id <= 10")
             await sub.wait_for(2510)
-            await asyncio.sleep(0.2)
-            lag = await conn.fetchval(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) "
-                "FROM pg_replication_slots WHERE slot_name = 'pgconnector'")
+            # Acknowledged up to the end: the slot's confirmed position reaches the end of the
+            # WAL written (the acknowledgement follows the last publish, so poll for it).
+            lag: int | None = None
+
+            async def acknowledged() -> bool:
+                nonlocal lag
+                lag = await conn.fetchval(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) "
+                    "FROM pg_replication_slots WHERE slot_name = 'pgconnector'")
+                return lag is not None and lag < 64 * 1024
+
+            await wait_until(acknowledged, 10, "the slot acknowledged to the end")
         ids = [m["new"]["id"] for _, m in sub.messages]
         assert ids[:2500] == list(range(1, 2501))
         assert [m["op"] for _, m in sub.messages[2500:]] == ["update"] * 10
