@@ -260,6 +260,9 @@ class AblyEndpoint:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._protocols: list[Any] = []  # each connection's since start() (aiohttp's
+        # handlers take no weak references)
         self._stopping: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -294,6 +297,14 @@ class AblyEndpoint:
             try:
                 loop.run_forever()
             finally:
+                # What stopping the server leaves running: asyncio's accept task of each
+                # connection still in its TLS handshake (aiohttp knows a connection only once
+                # the handshake is done, so its shutdown does not close these). Cancelled,
+                # each closes its transport; closed with the loop, they would leak the socket.
+                left = asyncio.all_tasks(loop)
+                for task in left:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.close()
 
@@ -347,14 +358,42 @@ class AblyEndpoint:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, ssl_context=self._ssl).start()
+        handler = self._runner.server
+        assert handler is not None
+        self._protocols = []
+
+        def protocol() -> Any:  # aiohttp's, remembered so _astop can end its connection
+            made = handler()
+            self._protocols.append(made)
+            return made
+
+        self._server = await asyncio.get_running_loop().create_server(
+            protocol, sock=sock, ssl=self._ssl)
 
     async def _astop(self) -> None:
         if self._stopping is not None:
             self._stopping.set()  # wakes held (delayed) requests
+        if self._server is not None:
+            self._server.close()  # no new connections
+            self._server = None
+        connected = self._transports()  # aiohttp forgets each transport once it closes it
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # idle connections closed, requests given 1 s
             self._runner = None
+        # A TLS close waits for the peer's answer; a peer that never answers (behind a
+        # blackholed proxy) would keep it waiting past the loop's end, and the socket leaks.
+        # Given a moment, what is still open is aborted.
+        connected += self._transports()
+        deadline = time.monotonic() + 1.0
+        while any(map(_still_open, connected)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for transport in filter(_still_open, connected):
+            transport.abort()
+        self._protocols = []
+        await asyncio.sleep(0)  # the aborts close their sockets
+
+    def _transports(self) -> list[asyncio.BaseTransport]:
+        return [made.transport for made in self._protocols if made.transport is not None]
 
     # ------------------------------------------------------------------ client configuration
 
@@ -983,6 +1022,13 @@ def _header_safe(text: str) -> str:
 
 
 # ---------------------------------------------------------------------- fixture
+
+
+def _still_open(transport: asyncio.BaseTransport) -> bool:
+    """Whether the transport's socket is still open (a TLS transport hands its socket on to
+    none once the connection under it is gone)."""
+    sock = transport.get_extra_info("socket")
+    return sock is not None and sock.fileno() != -1
 
 
 @pytest.fixture
