@@ -8,6 +8,8 @@ import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.support import REPO_ROOT, base_env, run
 
 
@@ -19,6 +21,7 @@ def wal_cluster_left(table: str) -> bool:
     return Path(after.split(" ", 1)[0]).exists()
 
 
+@pytest.mark.timeout(420)  # the run itself is given 300 s
 async def test_bench_smoke_mode_writes_every_measure(tmp_path: Path) -> None:
     out = tmp_path / "smoke.md"
     # A database of its own: the default one (pgconnector_bench_smoke) is dropped and created

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 PGCONNECTOR = Path(sys.executable).parent / "pgconnector"
 
@@ -31,6 +32,7 @@ async def test_demo_streams_every_change_and_cleans_up(database: str, redis_url:
     assert left == 0
 
 
+@pytest.mark.timeout(180)  # initdb and a server start, in a subprocess given 120 s
 def test_demo_starts_a_throwaway_postgres_when_none_answers(redis_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres",
            "REDIS_URL": redis_url}

@@ -25,6 +25,7 @@ PYTHON = Path(sys.executable)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # building, a venv and pip install: each bounded on its own below
 async def test_wheel_installs_a_working_daemon(database: str, pg: asyncpg.Connection,
                                               tmp_path: Path) -> None:
     # Build the wheel from the working tree.

@@ -11,6 +11,10 @@ import pytest
 
 from tests.faults.scenario import Harness, count_events, wait_received
 
+# Each scenario bounds itself (asyncio.timeout up to 150 s, then the drain's own wait); the
+# per-test timeout is only the backstop beyond that, and the 120 s default is less.
+pytestmark = pytest.mark.timeout(300)
+
 TOTAL = 100_000
 KILLS = 5
 BATCH = 500

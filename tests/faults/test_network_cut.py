@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from bench.cluster import PostgresCluster
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import (
@@ -16,6 +18,10 @@ from tests.faults.scenario import (
     sleep_until,
     wait_received,
 )
+
+# Each scenario bounds itself (asyncio.timeout up to 150 s, then the drain's own wait); the
+# per-test timeout is only the backstop beyond that, and the 120 s default is less.
+pytestmark = pytest.mark.timeout(300)
 
 TOTAL = 30_000
 BATCH = 500

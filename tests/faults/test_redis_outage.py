@@ -11,6 +11,10 @@ import pytest
 from tests.e2e.support import wait_until
 from tests.faults.scenario import Harness, count_events, rss_kb, wait_received
 
+# Each scenario bounds itself (asyncio.timeout up to 150 s, then the drain's own wait); the
+# per-test timeout is only the backstop beyond that, and the 120 s default is less.
+pytestmark = pytest.mark.timeout(300)
+
 TOTAL = 20_000
 BATCH = 500
 OUTAGE = 30.0

@@ -12,6 +12,10 @@ from bench.cluster import PostgresCluster
 from tests.faults.proxy import TcpProxy
 from tests.faults.scenario import Harness, count_events, expect, log_tail, wait_received
 
+# Each scenario bounds itself (asyncio.timeout up to 150 s, then the drain's own wait); the
+# per-test timeout is only the backstop beyond that, and the 120 s default is less.
+pytestmark = pytest.mark.timeout(300)
+
 TOTAL = 30_000
 BATCH = 500
 STANDBY_RETRY = 2.0  # the documented default
