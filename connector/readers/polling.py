@@ -1,4 +1,5 @@
-"""What the polling readers (trigger, wal) share: the adaptive poll loop over the session.
+"""What the readers on the consumer's session share (SessionReader), and the trigger
+reader's adaptive poll loop over it (PollingReader).
 
 Polling is adaptive: immediate while changes keep coming, backing off to ``poll_interval``
 when idle; a wake-up (NOTIFY) cuts the wait short. A reader with ``doze`` set has writers
@@ -6,8 +7,8 @@ that send a wake-up only while the consumer waits for one: the session holds the
 (sql/doze.sql) from its first wait until changes come in a steady stream (a batch of
 GATHER_FROM or more), so a busy or stopped consumer costs the writers no NOTIFY.
 
-None of this is part of the Reader contract (connector/readers/base.py): a push-based reader
-has no poll loop at all.
+None of this is part of the Reader contract (connector/readers/base.py): the wal reader is
+pushed its changes (connector/readers/wal.py) and has no poll loop at all.
 """
 
 from __future__ import annotations
@@ -34,22 +35,15 @@ GATHER_FROM = 8
 GATHER = 0.005
 
 
-class PollingReader(Reader):
-    """The poll loop; a reader adds how it claims (``_claim``), how it checks cheaply for
-    work (``_pending``) and what it does now and then while idle (``_idle``)."""
-
-    #: the writers' wake-up depends on the doze lock
-    doze: ClassVar[bool] = False
+class SessionReader(Reader):
+    """What a reader on the consumer's session has: the session, the store, the capture
+    settings, the primary keys it looked up, and the empty batch it returns while idle."""
 
     def __init__(self, session: ConsumerSession, store: PostgresStore,
                  capture: CaptureConfig) -> None:
         self.session = session
         self.store = store
         self.capture = capture
-        self._dozing = False  # the session holds the doze lock
-        self._delay = 0.0
-        self._full = False
-        self._busy = False  # batches come, neither full nor small: gather before claiming
         self._keys: dict[tuple[str, str], tuple[str, ...]] = {}
         self._returned = time.monotonic()  # when read_batch last returned
 
@@ -59,12 +53,46 @@ class PollingReader(Reader):
 
     async def open(self) -> None:
         self._keys.clear()
-        self._dozing = False  # the lock went with the old session
-        self._delay = 0.0
-        self._full = self._busy = False
 
     def interrupt(self) -> None:
         self.session.interrupt()
+
+    def _empty(self) -> Batch:
+        self._returned = time.monotonic()
+        return Batch([], None)
+
+    async def _key_columns(
+            self, tables: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Primary key columns per table, looked up once per table per connection (a key
+        change while streaming is picked up after the next reconnect)."""
+        missing = [t for t in tables if t not in self._keys]
+        if missing:
+            found = await self.store.primary_keys(self.session, missing)
+            for t in missing:
+                self._keys[t] = found.get(t, ())
+        return self._keys
+
+
+class PollingReader(SessionReader):
+    """The poll loop; a reader adds how it claims (``_claim``), how it checks cheaply for
+    work (``_pending``) and what it does now and then while idle (``_idle``)."""
+
+    #: the writers' wake-up depends on the doze lock
+    doze: ClassVar[bool] = False
+
+    def __init__(self, session: ConsumerSession, store: PostgresStore,
+                 capture: CaptureConfig) -> None:
+        super().__init__(session, store, capture)
+        self._dozing = False  # the session holds the doze lock
+        self._delay = 0.0
+        self._full = False
+        self._busy = False  # batches come, neither full nor small: gather before claiming
+
+    async def open(self) -> None:
+        await super().open()
+        self._dozing = False  # the lock went with the old session
+        self._delay = 0.0
+        self._full = self._busy = False
 
     async def read_batch(self) -> Batch | None:
         while not self.session.interrupted:
@@ -132,18 +160,3 @@ class PollingReader(Reader):
 
     async def _idle(self) -> None:
         """Called now and then while idle, between batches."""
-
-    def _empty(self) -> Batch:
-        self._returned = time.monotonic()
-        return Batch([], None)
-
-    async def _key_columns(
-            self, tables: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[str, ...]]:
-        """Primary key columns per table, looked up once per table per connection (a key
-        change while streaming is picked up after the next reconnect)."""
-        missing = [t for t in tables if t not in self._keys]
-        if missing:
-            found = await self.store.primary_keys(self.session, missing)
-            for t in missing:
-                self._keys[t] = found.get(t, ())
-        return self._keys

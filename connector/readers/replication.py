@@ -1,5 +1,5 @@
 """A logical replication stream over the replication protocol (START_REPLICATION … LOGICAL,
-CopyBoth), for the streaming wal reader (issue 14; not yet the wal source).
+CopyBoth): the transport of the wal reader (connector/readers/wal.py).
 
 The transport is psycopg2's replication support, driven from the event loop: its
 non-blocking ``read_message`` is called whenever the socket is readable (``add_reader``).
@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,15 +46,25 @@ class XLogData:
     payload: bytes
 
 
-def conninfo(pg: PostgresConfig) -> tuple[str, dict[str, Any]]:
+def conninfo(pg: PostgresConfig, settings: Mapping[str, str] | None = None
+             ) -> tuple[str, dict[str, Any]]:
     """The DSN and keyword overrides for libpq: the same connection the other sessions
-    open (connector/db.py), as libpq reads it, so sslmode, PG* and the passfile apply."""
+    open (connector/db.py), as libpq reads it, so sslmode, PG* and the passfile apply;
+    ``settings`` become the walsender's session settings (libpq ``options``)."""
     parts: dict[str, Any] = {k: v for k in ("host", "port", "user", "password")
                              if (v := getattr(pg, k)) is not None}
     if pg.database is not None:
         parts["dbname"] = pg.database
     parts["connect_timeout"] = max(1, int(pg.connect_timeout))
     parts["application_name"] = application_name(pg)
+    # A cut network (nothing resets) must end the stream within seconds, as on the other
+    # connections (connector/db.py asks the server for the same on its side).
+    parts.update(keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+                 tcp_user_timeout=10_000)
+    if settings:
+        # libpq splits options at spaces; a space inside a value is escaped with a backslash
+        parts["options"] = " ".join(f"-c {k}={v.replace(' ', chr(92) + ' ')}"
+                                    for k, v in settings.items())
     return pg.dsn or "", parts
 
 
@@ -64,8 +75,10 @@ class ReplicationStream:
     or the stream ends."""
 
     def __init__(self, pg: PostgresConfig, slot: str, publication: str, *,
-                 status_interval: float = 10.0, buffer: int = BUFFER) -> None:
+                 status_interval: float = 10.0, buffer: int = BUFFER,
+                 settings: Mapping[str, str] | None = None) -> None:
         self.pg = pg
+        self.settings = dict(settings or {})
         self.slot = slot
         self.publication = publication
         self.status_interval = status_interval
@@ -80,7 +93,7 @@ class ReplicationStream:
         self._reading = False
 
     async def open(self, start: int = 0) -> None:
-        dsn, parts = conninfo(self.pg)
+        dsn, parts = conninfo(self.pg, self.settings)
         try:
             self._conn = await asyncio.to_thread(
                 psycopg2.connect, dsn,
@@ -141,13 +154,15 @@ class ReplicationStream:
             self._resume()
         return out
 
-    def confirm(self, lsn: int) -> None:
-        """Everything before ``lsn`` is delivered: the next status update reports it."""
+    def confirm(self, lsn: int, now: bool = True) -> None:
+        """Everything before ``lsn`` is delivered. ``now``: report it at once (a few dozen
+        bytes), so a crash re-delivers at most what was in flight, not a status interval's
+        worth; else with the next status update."""
         if lsn > self.confirmed:
             self.confirmed = lsn
             if self._cur is not None:
                 with contextlib.suppress(psycopg2.Error):
-                    self._cur.send_feedback(flush_lsn=lsn)  # recorded; sent when due
+                    self._cur.send_feedback(flush_lsn=lsn, force=now)
 
     async def _report(self) -> None:
         """Status updates whether or not anybody reads: a stalled consumer must not look

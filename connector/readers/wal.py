@@ -1,78 +1,151 @@
-"""The wal reader: reads changes from a logical replication slot (the ``pgoutput`` plugin), so
-the application's writes pay no trigger and no outbox row; the WAL they write anyway is the
-record. Needs ``wal_level = logical`` and a role with the REPLICATION attribute.
+"""The wal reader: a logical replication slot's changes (the ``pgoutput`` plugin), pushed
+over the replication protocol (connector/readers/replication.py), so the application's
+writes pay no trigger and no outbox row, and the server decodes each change once, as it
+is written. Needs ``wal_level = logical`` and a role with the REPLICATION attribute.
 
-Reading goes through the SQL interface on the consumer's own session (asyncpg speaks no
-replication protocol), which keeps one connection for the lock, the liveness checks and the
-reads: a holdable cursor over ``pg_logical_slot_peek_binary_changes`` hands out one batch per
-FETCH, and acknowledging a batch moves the slot past the last transaction it completed
-(``pg_replication_slot_advance``). Until then the server keeps the WAL, so nothing is lost
-while the daemon is down; a batch cut inside a large transaction moves nothing, so a crash
-there delivers that transaction again from its start.
+The consumer's session (connector/readers/session.py) still does everything else: the lease,
+liveness, value conversions only PostgreSQL knows, the position messages while idle, and the
+writer of a batch's dead letters and parked messages. How it keeps the Reader contract
+(connector/readers/base.py):
 
-The slot is only ever moved to the end of a transaction that was delivered, or to a position
-message this reader wrote itself once everything before it was read (``_idle``): without
-that, a slot whose tables do not change would hold back WAL for ever.
+- The stream starts at the first ``read_batch`` - only an instance holding the lease reads -
+  from the slot's confirmed position or this instance's own, whichever is later; a walsender
+  of an instance that lost the lease (a half-open cut) still holding the slot is ended first.
+- ``read_batch`` hands out what arrived, up to ``batch_size`` messages; its token is the end
+  of the newest transaction that committed in it (None when the batch ends inside one, so a
+  crash there delivers that transaction again from its start). Messages with nothing of ours
+  (other tables' transactions, position messages) are confirmed at once: every batch before
+  was acknowledged by then.
+- ``ack`` confirms the token, reported to the server at once and by the stream's status task.
+- ``nack`` restarts the stream from the confirmed position: the same changes come again.
+
+While our tables are quiet and others write, the slot would hold back WAL for ever: now and
+then a non-transactional message is written into the WAL (sql/wal_mark.sql), whose arrival
+lets the slot move up to it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
-from connector.readers import pgoutput
-from connector.readers.base import Batch
-from connector.readers.polling import PollingReader
+import structlog
+
+from connector.db import DatabaseError
+from connector.readers import pgoutput, polling
+from connector.readers.base import Batch, ReaderDisconnected
+from connector.readers.polling import SessionReader
+from connector.readers.replication import ReplicationStream
 from connector.readers.session import ConsumerSession
 from connector.store.base import Executor
 from connector.store.postgres import PostgresStore
 from connector.vocabulary import CaptureConfig
 
-# Values are decoded in this session, so its settings fix their text form (connector/readers/
-# pgoutput.py maps that to JSON). Acknowledgements need no flush wait: a lost one only
-# re-delivers.
+log = structlog.get_logger("pgconnector.source")
+
+# Values are decoded by the walsender and converted in the consumer's session, so both
+# sessions' settings fix their text form (connector/readers/pgoutput.py maps that to JSON).
+# Acknowledgements need no flush wait: a lost one only re-delivers.
 WAL_SETTINGS = {"synchronous_commit": "off", "DateStyle": "ISO, MDY",
                 "IntervalStyle": "postgres", "bytea_output": "hex", "extra_float_digits": "1"}
-# One peek decodes up to this many messages (whole transactions) into the cursor; each FETCH
-# of capture.batch_size of them is a batch.
-PEEK_MESSAGES = 20_000
+# The walsender's: its output functions write the values pgoutput sends.
+STREAM_SETTINGS = {k: v for k, v in WAL_SETTINGS.items() if k != "synchronous_commit"}
 # While idle, write a position message when the slot is this far behind the WAL's end.
 IDLE_LAG_BYTES = 64 * 1024
+# How long one wait for the stream lasts before looking at interruption, the session and
+# housekeeping again (seconds): a stop is noticed within it.
+WAIT = 0.25
+# Status updates at least this often, whatever the consumer does (wal_sender_timeout is
+# 60 s by default).
+STATUS_INTERVAL = 5.0
 
 
-class WalReader(PollingReader):
+class WalReader(SessionReader):
     def __init__(self, session: ConsumerSession, store: PostgresStore,
                  capture: CaptureConfig) -> None:
         super().__init__(session, store, capture)
         self._decoder = pgoutput.Decoder()
-        self._cursor = False  # a peek's cursor is open
         self._type_names: dict[int, str] = {}
+        self.stream: ReplicationStream | None = None
+        # What this instance confirmed, kept across reconnects: PostgreSQL before 17 keeps a
+        # slot's confirmed position only in memory until its restart point moves (every
+        # ~15 s), so after a server restart the slot may be behind what was delivered; the
+        # stream then starts here (the server skips what committed before it), not there.
+        self.confirmed = 0
 
     async def open(self) -> None:
-        self._cursor = False
         await super().open()
+        await self._stop_stream()
 
-    async def _pending(self) -> bool:
-        return await self.store.wal_pending(self.session)
+    def _new_stream(self) -> ReplicationStream:
+        return ReplicationStream(self.session.pg, self.store.slot, self.store.publication,
+                                 status_interval=STATUS_INTERVAL, settings=STREAM_SETTINGS)
 
-    async def _claim(self) -> Batch | None:
-        while True:
-            if not self._cursor:
-                await self.store.wal_peek(self.session, PEEK_MESSAGES)
-                self._cursor = True
-                self._decoder.reset()
-            rows = await self.store.wal_fetch(self.session, self.capture.batch_size)
-            changes, position = self._decoder.feed((r["lsn"], r["data"]) for r in rows)
-            if len(rows) < self.capture.batch_size:
-                await self._close_cursor()
+    async def _start_stream(self) -> ReplicationStream:
+        self._decoder.reset()  # a new stream describes its relations anew
+        stream = self._new_stream()
+        try:
+            await stream.open(self.confirmed)
+        except DatabaseError as exc:
+            if "is active for PID" not in str(exc):
+                raise ReaderDisconnected(str(exc)) from None
+            # This instance holds the lease: a walsender still on the slot belongs to an
+            # instance that lost it (its session was ended by the takeover).
+            ended = await self.store.end_slot_holder(self.session)
+            log.warning("ended_previous_stream", pid=ended)
+            stream = self._new_stream()
+            try:
+                await stream.open(self.confirmed)
+            except DatabaseError as again:
+                raise ReaderDisconnected(str(again)) from None
+        self.stream = stream
+        return stream
+
+    async def _stop_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            await stream.close()
+
+    async def read_batch(self) -> Batch | None:
+        while not self.session.interrupted:
+            self.session.conn  # noqa: B018 - raises when the session (and the lease) is lost
+            stream = self.stream or await self._start_stream()
+            try:
+                messages = await stream.read(self.capture.batch_size, WAIT)
+            except DatabaseError as exc:
+                await self._stop_stream()
+                raise ReaderDisconnected(str(exc)) from None
+            if not messages:
+                if time.monotonic() - self._returned >= polling.HOUSEKEEPING:
+                    await self._idle()  # a position message when the slot falls behind
+                    return self._empty()
+                continue
+            changes, position = self._decoder.feed((m.lsn, m.payload) for m in messages)
             if changes:
                 events = await self._events(changes)
+                self._returned = time.monotonic()
                 return Batch(events, position)
-            if position is not None:  # transactions without a published change
-                await self._advance(position)
-            if not self._cursor:
-                return None
+            if position is not None:  # nothing of ours up to here
+                self._confirm(position)
+        return None
+
+    async def ack(self, batch: Batch) -> None:
+        if batch.token is not None:
+            self._confirm(cast(int, batch.token))
+
+    def _confirm(self, lsn: int) -> None:
+        self.confirmed = max(self.confirmed, lsn)
+        if self.stream is not None:
+            self.stream.confirm(lsn)
+
+    async def nack(self, batch: Batch) -> None:
+        """Start again from the confirmed position: the same changes, in the same order."""
+        await self._stop_stream()
+
+    async def close(self) -> None:
+        await self._stop_stream()
 
     async def _events(self, changes: list[pgoutput.Change]) -> list[Any]:
         keys = await self._key_columns({(c.relation.schema, c.relation.name) for c in changes})
@@ -94,18 +167,9 @@ class WalReader(PollingReader):
                 out[(oid, text.encode())] = value.encode()
         return out
 
-    async def _close_cursor(self) -> None:
-        if self._cursor:
-            self._cursor = False
-            await self.store.wal_close(self.session)
-
-    async def _advance(self, position: int) -> None:
-        await self.store.wal_advance(self.session, pgoutput.lsn_text(position))
-
     async def _idle(self) -> None:
-        """A slot moves only past what it decoded: when our tables are quiet while others
-        write, write a message into the WAL, whose decoding lets the next read move the slot
-        up to it."""
+        """Our tables are quiet: when the slot is behind the WAL's end, write a position
+        message, whose arrival lets the slot move up to it."""
         await self.store.wal_mark(self.session, IDLE_LAG_BYTES)
 
     @contextlib.asynccontextmanager
@@ -119,18 +183,3 @@ class WalReader(PollingReader):
             await self.session.rollback_quietly(tx)
             raise
         await self.session.commit(tx)
-
-    async def ack(self, batch: Batch) -> None:
-        if batch.token is not None:
-            await self._advance(cast(int, batch.token))
-
-    async def nack(self, batch: Batch) -> None:
-        """Read again from the slot's position: the same changes, in the same order."""
-        try:
-            await self._close_cursor()
-        except Exception:  # a lost connection closed it; the next open starts anew
-            self._cursor = False
-
-    async def close(self) -> None:
-        """Nothing is held but the cursor, which ends with the session."""
-        self._cursor = False

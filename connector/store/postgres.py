@@ -8,6 +8,7 @@ lease, the ledger of dead letters and parked messages, and the gauges are the
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -174,26 +175,20 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------ the slot (wal)
 
-    async def wal_pending(self, ex: Executor) -> bool:
-        return bool(await ex.fetchval(self.q.get("wal_pending"), self.slot))
-
-    async def wal_peek(self, ex: Executor, messages: int) -> None:
-        """Open the cursor over what the slot holds for us (read with ``wal_fetch``)."""
-        await ex.execute(self.q.get("wal_peek"), self.slot, messages, self.publication,
-                         long=True)
-
-    async def wal_fetch(self, ex: Executor, count: int) -> list[Row]:
-        return await ex.fetch(self.q.get("wal_fetch", count=str(int(count))), long=True)
-
-    async def wal_close(self, ex: Executor) -> None:
-        await ex.execute(self.q.get("wal_close"))
-
-    async def wal_advance(self, ex: Executor, lsn: str) -> None:
-        await ex.execute(self.q.get("wal_advance"), self.slot, lsn, long=True)
-
     async def wal_mark(self, ex: Executor, lag_bytes: int) -> None:
         await ex.execute(self.q.get("wal_mark"), self.slot, lag_bytes, POSITION_PREFIX,
                          long=True)
+
+    async def end_slot_holder(self, ex: Executor) -> int | None:
+        """End the walsender streaming our slot (an instance that lost the lease), and wait
+        until the slot is free; its pid, or None when none held it."""
+        row = await ex.fetchrow(self.q.get("wal_slot_end_holder"), self.slot)
+        pid = None if row is None else row["pid"]
+        for _ in range(100):
+            if not await ex.fetchval(self.q.get("wal_slot_active"), self.slot):
+                break
+            await asyncio.sleep(0.05)
+        return None if pid is None else int(pid)
 
     async def type_name(self, ex: Executor, oid: int) -> str:
         return str(await ex.fetchval(self.q.get("type_name"), oid))
