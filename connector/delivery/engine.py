@@ -106,10 +106,7 @@ class Delivery:
         """Publish once, within the sink's ``max_in_flight``, and sort the outcome per
         message (counted in the metrics). With ``tx`` (the batch's writer) a transactional
         sink writes on it."""
-        gate = self._gates.get(sink.name)
-        if gate is None:
-            gate = self._gates[sink.name] = asyncio.Semaphore(max(1, sink.max_in_flight))
-        async with gate:
+        async with self._gates[sink.name]:
             started = time.perf_counter()
             result = await _attempt(sink, messages, tx)
             elapsed = time.perf_counter() - started

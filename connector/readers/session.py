@@ -131,7 +131,8 @@ class ConsumerSession:
     # ------------------------------------------------------------------ Executor
 
     async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Row]:
-        return list(await self.call(self.conn.fetch, sql, *args, long=long))
+        rows: list[Row] = await self.call(self.conn.fetch, sql, *args, long=long)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Row | None:
         return await self.call(self.conn.fetchrow, sql, *args, long=long)
