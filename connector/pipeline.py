@@ -31,12 +31,15 @@ import structlog
 from connector.delivery.engine import Delivery
 from connector.delivery.parking import Parking
 from connector.metrics import Metrics
-from connector.readers.base import HOUSEKEEPING, Batch, Reader, ReaderDisconnected
+from connector.readers.base import Batch, Reader, ReaderDisconnected
 from connector.router import Router
 from connector.store.base import Executor, Store
 from connector.vocabulary import Message, Outcome
 
 log = structlog.get_logger("pgconnector")
+
+# Between batches, the gauges are refreshed at most this often (seconds).
+HOUSEKEEPING = 5.0
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Pipeline:
         self.metrics = metrics
         self.stats = stats or Stats()
         self.housekept = 0.0  # when the gauges were last refreshed (monotonic)
+        self.housekeeping_rounds = 0  # completed refreshes, for whoever waits on one
         self._stopping = False
         # Sinks delivered on the batch's writer (their effect commits with the ack).
         self._in_tx = frozenset(n for n, s in delivery.sinks.items() if s.transactional)
@@ -118,8 +122,10 @@ class Pipeline:
                         outcome.dead += more.dead
                         outcome.parked += more.parked
                         outcome.stalled.update(more.stalled)
-                    if outcome.dead or waiting or outcome.parked:
-                        await self.store.record(tx, outcome.dead, waiting + outcome.parked)
+                    parked = waiting + outcome.parked
+                    if outcome.dead or parked:
+                        await self.store.record(tx, outcome.dead, parked)
+            parked = waiting + outcome.parked
             await self.reader.ack(batch)
         except BaseException:
             await self.reader.nack(batch)
@@ -140,7 +146,7 @@ class Pipeline:
         self.stats.events += len(batch.events)
         self.stats.messages += len(messages)
         self.stats.dead_letters += len(outcome.dead)
-        self.stats.parked += len(waiting) + len(outcome.parked)
+        self.stats.parked += len(parked)
         log.debug("batch_delivered", events=len(batch.events), messages=len(messages))
         return outcome
 
@@ -169,4 +175,7 @@ class Pipeline:
         for name in self.delivery.sinks:
             self.metrics.set_parked(name, backlog.parked.get(name, 0))
             self.metrics.set_publisher_up(name, name not in self.parking)
-        self.housekept = started  # what it read is at least as fresh as the round's start
+        # Stamped when the round began (what it read is at least that fresh), counted when
+        # it ended: a waiter that saw round n finish knows the gauges hold what round n read.
+        self.housekept = started
+        self.housekeeping_rounds += 1

@@ -109,7 +109,6 @@ class MemoryReader(Reader):
                  idle: float = 0.01) -> None:
         self.queue: list[tuple[int, list[ChangeEvent]]] = []
         self._numbers = itertools.count()
-        self._arrived = asyncio.Event()
         for b in batches:
             self.add(b)
         self.finite = finite
@@ -121,10 +120,12 @@ class MemoryReader(Reader):
         self._out: tuple[int, list[ChangeEvent]] | None = None  # handed out, not settled
         self._tx: MemoryTransaction | None = None
         self._interrupted = False
+        self._arrived = asyncio.Event()
 
     def add(self, events: Sequence[ChangeEvent]) -> None:
         self.queue.append((next(self._numbers), list(events)))
-        self._arrived.set()
+        with contextlib.suppress(AttributeError):  # not yet built in __init__
+            self._arrived.set()
 
     async def open(self) -> None:
         self.opened += 1

@@ -106,7 +106,10 @@ class Delivery:
         """Publish once, within the sink's ``max_in_flight``, and sort the outcome per
         message (counted in the metrics). With ``tx`` (the batch's writer) a transactional
         sink writes on it."""
-        async with self._gates[sink.name]:
+        gate = self._gates.get(sink.name)
+        if gate is None:
+            gate = self._gates[sink.name] = asyncio.Semaphore(max(1, sink.max_in_flight))
+        async with gate:
             started = time.perf_counter()
             result = await _attempt(sink, messages, tx)
             elapsed = time.perf_counter() - started

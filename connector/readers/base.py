@@ -44,10 +44,6 @@ from dataclasses import dataclass, field
 from connector.store.base import Executor
 from connector.vocabulary import ChangeEvent
 
-# While idle, a reader returns an empty batch about this often (seconds), and the pipeline
-# refreshes its gauges at most this often between batches.
-HOUSEKEEPING = 5.0
-
 
 class ReaderDisconnected(Exception):
     """The reader lost its database session (and with it, the consumer lease)."""

@@ -18,13 +18,15 @@ import time
 from abc import abstractmethod
 from typing import ClassVar
 
-from connector.readers import base
 from connector.readers.base import Batch, Reader
 from connector.readers.session import ConsumerSession
 from connector.store.postgres import PostgresStore
 from connector.vocabulary import CaptureConfig
 
 _FIRST_BACKOFF = 0.002  # first idle poll after activity, seconds
+# While idle, read_batch returns an empty batch this often (and after a wake-up that found
+# nothing to claim), so the consumer can look after other things on this connection.
+HOUSEKEEPING = 5.0
 # A batch of GATHER_FROM or more changes that is not full means a steady stream: the next claim
 # waits GATHER seconds, so a stream of thousands of changes a second is claimed and published
 # in batches of dozens, not a few each (whose per-batch round trips and commits cost the
@@ -109,7 +111,7 @@ class PollingReader(SessionReader):
                 if not woken and not await self._pending():
                     self._delay = min(max(self._delay * 2, _FIRST_BACKOFF),
                                       self.capture.poll_interval)
-                    if time.monotonic() - self._returned >= base.HOUSEKEEPING:
+                    if time.monotonic() - self._returned >= HOUSEKEEPING:
                         return await self._idle_batch()
                     continue
             if self.capture.linger > 0 and not self._full:
@@ -140,7 +142,7 @@ class PollingReader(SessionReader):
             self._delay = min(max(self._delay * 2, _FIRST_BACKOFF), self.capture.poll_interval)
             if woken_idle:  # a wake-up with nothing to claim: maybe a dead-letter retry
                 return self._empty()
-            if time.monotonic() - self._returned >= base.HOUSEKEEPING:
+            if time.monotonic() - self._returned >= HOUSEKEEPING:
                 return await self._idle_batch()
         return None
 

@@ -10,9 +10,9 @@ decoding floor. psycopg2 wins on what it brings for free - libpq's DSN, sslmode/
 SCRAM-SHA-256, MD5, the PG* variables and the passfile, exactly as psql and the other tools
 read them - where a hand-written client would re-implement each.
 
-Positions: ``confirm(lsn)`` reports what the server may forget (the end of the newest
-transaction whose every message was delivered, parked or dead-lettered) at once; it only
-ever moves forward. A status task independent of reading reports it every ``status_interval``,
+Positions: ``confirm(lsn)`` records what may be reported flushed (the end of the newest
+transaction whose every message was delivered, parked or dead-lettered); it only ever
+moves forward. A status task independent of reading reports it every ``status_interval``,
 so a consumer that stops reading (a stalled publisher: the buffer is full) never gets the
 connection ended by ``wal_sender_timeout``; psycopg2 also answers a keepalive that asks
 for a reply while messages are being read.
@@ -154,14 +154,15 @@ class ReplicationStream:
             self._resume()
         return out
 
-    def confirm(self, lsn: int) -> None:
-        """Everything before ``lsn`` is delivered: reported at once (a few dozen bytes), so a
-        crash re-delivers at most what was in flight, not a status interval's worth."""
+    def confirm(self, lsn: int, now: bool = True) -> None:
+        """Everything before ``lsn`` is delivered. ``now``: report it at once (a few dozen
+        bytes), so a crash re-delivers at most what was in flight, not a status interval's
+        worth; else with the next status update."""
         if lsn > self.confirmed:
             self.confirmed = lsn
             if self._cur is not None:
                 with contextlib.suppress(psycopg2.Error):
-                    self._cur.send_feedback(flush_lsn=lsn, force=True)
+                    self._cur.send_feedback(flush_lsn=lsn, force=now)
 
     async def _report(self) -> None:
         """Status updates whether or not anybody reads: a stalled consumer must not look

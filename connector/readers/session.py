@@ -131,8 +131,7 @@ class ConsumerSession:
     # ------------------------------------------------------------------ Executor
 
     async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Row]:
-        rows: list[Row] = await self.call(self.conn.fetch, sql, *args, long=long)
-        return rows
+        return list(await self.call(self.conn.fetch, sql, *args, long=long))
 
     async def fetchrow(self, sql: str, *args: Any, long: bool = False) -> Row | None:
         return await self.call(self.conn.fetchrow, sql, *args, long=long)

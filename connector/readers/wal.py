@@ -34,7 +34,7 @@ from typing import Any, cast
 import structlog
 
 from connector.db import DatabaseError
-from connector.readers import base, pgoutput
+from connector.readers import pgoutput, polling
 from connector.readers.base import Batch, ReaderDisconnected
 from connector.readers.polling import SessionReader
 from connector.readers.replication import ReplicationStream
@@ -118,7 +118,7 @@ class WalReader(SessionReader):
                 await self._stop_stream()
                 raise ReaderDisconnected(str(exc)) from None
             if not messages:
-                if time.monotonic() - self._returned >= base.HOUSEKEEPING:
+                if time.monotonic() - self._returned >= polling.HOUSEKEEPING:
                     await self._idle()  # a position message when the slot falls behind
                     return self._empty()
                 continue

@@ -13,7 +13,7 @@ import pytest
 from connector import Connector
 from connector.config import from_dict as config_from_dict
 from connector.db import DatabaseError
-from connector.readers import base
+from connector.readers import polling
 from connector.store.install import BacklogNotEmpty, install, uninstall
 from tests.conftest import RedisSubscriber
 from tests.e2e.support import wait_until
@@ -182,7 +182,7 @@ async def test_quiet_tables_do_not_hold_back_wal(
         logical_database: str, redis_url: str, channel_prefix: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Other tables write, ours do not: the slot still moves (a position message)."""
-    monkeypatch.setattr(base, "HOUSEKEEPING", 0.3)
+    monkeypatch.setattr(polling, "HOUSEKEEPING", 0.3)
     conn = await asyncpg.connect(logical_database)
     try:
         await conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
