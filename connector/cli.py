@@ -141,7 +141,12 @@ def convert(
 
 
 @app.command("install")
-def install_cmd(config: ConfigOpt) -> None:
+def install_cmd(
+    config: ConfigOpt,
+    recreate_slot: Annotated[bool, typer.Option(
+        help="The wal source's slot was invalidated or dropped (its changes are lost): "
+             "create it anew and capture from now.")] = False,
+) -> None:
     """Install the connector's objects and reconcile triggers with the config."""
     from connector import db
     from connector.store import install
@@ -151,7 +156,7 @@ def install_cmd(config: ConfigOpt) -> None:
     async def go() -> install.InstallReport:
         conn = await db.connect(cfg.postgres)
         try:
-            return await install.install(conn, cfg)
+            return await install.install(conn, cfg, recreate_slot=recreate_slot)
         finally:
             await conn.close()
 
@@ -229,9 +234,29 @@ def status(
         typer.echo(f"parked for {name} (unavailable): {p['messages']} message(s), "
                    f"oldest {p['oldest_age_seconds']:.1f}s")
     typer.echo(f"dead letters: {info['dead_letters']}")
+    if (slot := info.get("slot")) is not None:
+        typer.echo(_slot_line(slot))
     a = info["active_consumer"]
     typer.echo("active consumer: " + ("none" if a is None else
                f"{a['application_name']} (pid {a['pid']}, {a['client_addr'] or 'local'})"))
+
+
+def _slot_line(slot: dict[str, Any]) -> str:
+    if not slot["exists"]:
+        return f"slot {slot['name']}: MISSING (changes lost: README, Limits)"
+    mb = 1024 * 1024
+    text = (f"slot {slot['name']}: {slot['wal_status']}, retains "
+            f"{slot['retained_bytes'] / mb:.1f} MB of WAL, confirmed "
+            f"{slot['lag_bytes'] / mb:.1f} MB behind")
+    if slot["lag_seconds"] is not None:
+        text += f", lag {slot['lag_seconds']:.3f}s (heartbeat at {slot['lag_measured_at']})"
+    if slot["safe_wal_bytes"] is not None:
+        text += f", {slot['safe_wal_bytes'] / mb:.0f} MB before max_slot_wal_keep_size"
+    if slot["wal_status"] == "lost":
+        text += "  [LOST: changes were lost; README, Limits]"
+    elif slot["near_limit"]:
+        text += "  [NEAR max_slot_wal_keep_size: changes will be lost if it stays behind]"
+    return text
 
 
 @app.command()

@@ -230,9 +230,9 @@ class Connector:
             waiter = asyncio.create_task(stop_requested.wait())
             await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+            await self.stop()  # publishers and the HTTP host close, whatever ended the run
             if self._task.done() and not self._task.cancelled():
-                self._task.result()
-            await self.stop()
+                self._task.result()  # the error that stopped it (db.ChangesLost: exit 1)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)

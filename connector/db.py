@@ -24,6 +24,20 @@ class DatabaseError(Exception):
     """PostgreSQL could not be reached or refused us; the message is safe to print."""
 
 
+class ChangesLost(DatabaseError):
+    """The source can no longer give every change (the wal source's slot was invalidated or
+    dropped): retrying would silently skip what was lost, so the daemon stops instead."""
+
+
+def slot_lost(slot: str, why: str) -> ChangesLost:
+    """The one line that says what happened to the slot and how to recover."""
+    return ChangesLost(
+        f"capture.slot: replication slot {slot!r} {why}, so changes written since it fell "
+        "behind were lost and will never be delivered; resynchronise what consumes them, then "
+        "run `pgconnector install --recreate-slot` to capture again from now (README: "
+        "Limits, the wal source)")
+
+
 def describe_target(cfg: PostgresConfig) -> str:
     """``user@host:port/dbname`` from the DSN or PG* variables, never the password."""
     host = os.environ.get("PGHOST", "localhost")

@@ -68,7 +68,23 @@ class Metrics:
             "Age of the oldest change in the outbox (0 when empty).", registry=r)
         self._slot_lag = Gauge(
             "pgconnector_slot_lag_bytes",
-            "WAL the replication slot holds back (the wal source), bytes.", registry=r)
+            "How far the slot's confirmed position is behind the WAL's end (the wal source), "
+            "bytes.", registry=r)
+        self._slot_retained = Gauge(
+            "pgconnector_slot_retained_wal_bytes",
+            "WAL the replication slot keeps the server from removing, bytes.", registry=r)
+        self._slot_lag_seconds = Gauge(
+            "pgconnector_slot_lag_seconds",
+            "From a heartbeat's write into the WAL to its confirmation (the wal source), "
+            "seconds.", registry=r)
+        self._slot_safe = Gauge(
+            "pgconnector_slot_safe_wal_bytes",
+            "WAL that may still be written before PostgreSQL invalidates the slot "
+            "(max_slot_wal_keep_size; -1 when unlimited), bytes.", registry=r)
+        self._slot_near_limit = Gauge(
+            "pgconnector_slot_near_limit",
+            "1 while the slot is close to max_slot_wal_keep_size (its changes would be lost).",
+            registry=r)
         self._parked = Gauge(
             "pgconnector_parked", "Messages waiting for a publisher that is down.",
             ["publisher"], registry=r)
@@ -135,14 +151,20 @@ class Metrics:
             self._state.labels(s).set(1 if s == state else 0)
         self._active.set(1 if state == "active" else 0)
 
-    def set_backlog(self, pending: int | None, oldest_age_seconds: float | None,
-                    lag_bytes: int | None = None) -> None:
+    def set_backlog(self, pending: int | None, oldest_age_seconds: float | None) -> None:
         """``None``: what the source cannot tell (the wal source counts bytes, not changes)."""
         if pending is not None:
             self._backlog.set(pending)
             self._oldest.set(oldest_age_seconds or 0.0)
-        if lag_bytes is not None:
-            self._slot_lag.set(lag_bytes)
+
+    def set_slot(self, *, lag_bytes: int, retained_bytes: int, safe_wal_bytes: int | None,
+                 near_limit: bool, lag_seconds: float | None) -> None:
+        self._slot_lag.set(lag_bytes)
+        self._slot_retained.set(retained_bytes)
+        self._slot_safe.set(-1 if safe_wal_bytes is None else safe_wal_bytes)
+        self._slot_near_limit.set(1 if near_limit else 0)
+        if lag_seconds is not None:
+            self._slot_lag_seconds.set(lag_seconds)
 
     def set_parked(self, publisher: str, n: int) -> None:
         self._parked.labels(publisher).set(n)

@@ -72,6 +72,7 @@ class Pipeline:
         self.housekept = 0.0  # when the gauges were last refreshed (monotonic)
         self.housekeeping_rounds = 0  # completed refreshes, for whoever waits on one
         self._stopping = False
+        self._warned_limit = False  # the slot-near-its-limit warning, once per episode
         # Sinks delivered on the batch's writer (their effect commits with the ack).
         self._in_tx = frozenset(n for n, s in delivery.sinks.items() if s.transactional)
 
@@ -171,7 +172,17 @@ class Pipeline:
         """Refresh the backlog gauges (between batches, on the reader's session)."""
         started = time.monotonic()
         backlog = await self.store.backlog(self.session)
-        self.metrics.set_backlog(backlog.pending, backlog.oldest_age, backlog.lag_bytes)
+        self.metrics.set_backlog(backlog.pending, backlog.oldest_age)
+        if (slot := backlog.slot) is not None:
+            self.metrics.set_slot(lag_bytes=slot.lag_bytes, retained_bytes=slot.retained_bytes,
+                                  safe_wal_bytes=slot.safe_wal_bytes, near_limit=slot.near_limit,
+                                  lag_seconds=self.reader.lag_seconds())
+            if slot.near_limit and not self._warned_limit:
+                log.warning("slot_near_limit", retained_bytes=slot.retained_bytes,
+                            safe_wal_bytes=slot.safe_wal_bytes, wal_status=slot.wal_status,
+                            detail="PostgreSQL invalidates the slot (its changes are lost) "
+                            "once max_slot_wal_keep_size is exceeded")
+            self._warned_limit = slot.near_limit
         for name in self.delivery.sinks:
             self.metrics.set_parked(name, backlog.parked.get(name, 0))
             self.metrics.set_publisher_up(name, name not in self.parking)

@@ -87,3 +87,8 @@ class Reader(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Stop reading; a batch neither acked nor nacked is given back."""
+
+    def lag_seconds(self) -> float | None:
+        """How far behind the source this reader is, in seconds, when it measures it (the
+        wal reader's heartbeats); read by the engine for its gauges."""
+        return None

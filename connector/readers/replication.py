@@ -30,7 +30,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from connector.db import DatabaseError, application_name, describe_target
+from connector.db import DatabaseError, application_name, describe_target, slot_lost
 from connector.vocabulary import PostgresConfig
 
 # Read no further ahead than this many messages: past it the socket is left unread (the
@@ -106,6 +106,11 @@ class ReplicationStream:
                 status_interval=max(1.0, self.status_interval))  # psycopg2 takes >= 1 s
         except psycopg2.Error as exc:
             await self.close()
+            if exc.pgcode == "42704" and "replication slot" in str(exc):  # undefined object
+                raise slot_lost(self.slot, "no longer exists (it was dropped)") from None
+            if exc.pgcode == "55000" and "can no longer get changes" in str(exc):
+                raise slot_lost(self.slot, "was invalidated by PostgreSQL (it fell more than "
+                                "max_slot_wal_keep_size behind)") from None
             raise DatabaseError(f"replication from {describe_target(self.pg)}: "
                                 f"{_first_line(exc)}") from None
         asyncio.get_running_loop().add_reader(self._conn.fileno(), self._readable)
@@ -154,15 +159,14 @@ class ReplicationStream:
             self._resume()
         return out
 
-    def confirm(self, lsn: int, now: bool = True) -> None:
-        """Everything before ``lsn`` is delivered. ``now``: report it at once (a few dozen
-        bytes), so a crash re-delivers at most what was in flight, not a status interval's
-        worth; else with the next status update."""
+    def confirm(self, lsn: int) -> None:
+        """Everything before ``lsn`` is delivered: reported at once (a few dozen bytes), so a
+        crash re-delivers at most what was in flight, not a status interval's worth."""
         if lsn > self.confirmed:
             self.confirmed = lsn
             if self._cur is not None:
                 with contextlib.suppress(psycopg2.Error):
-                    self._cur.send_feedback(flush_lsn=lsn, force=now)
+                    self._cur.send_feedback(flush_lsn=lsn, force=True)
 
     async def _report(self) -> None:
         """Status updates whether or not anybody reads: a stalled consumer must not look

@@ -19,21 +19,27 @@ writer of a batch's dead letters and parked messages. How it keeps the Reader co
 - ``ack`` confirms the token, reported to the server at once and by the stream's status task.
 - ``nack`` restarts the stream from the confirmed position: the same changes come again.
 
-While our tables are quiet and others write, the slot would hold back WAL for ever: now and
-then a non-transactional message is written into the WAL (sql/wal_mark.sql), whose arrival
-lets the slot move up to it.
+Between transactions, with nothing in flight, psycopg2 confirms the position of the
+server's keepalive messages (its rule: the last message read was confirmed); a keepalive
+never reports WAL the server has not flushed, and a transaction still being sent commits
+after it, so this skips nothing. Heartbeats (sql/wal_heartbeat.sql), non-transactional
+messages written into the WAL every HEARTBEAT seconds, and whenever the slot falls
+IDLE_LAG_BYTES behind while our tables are quiet, let the slot move over other tables' WAL
+too, and their round trip is the lag (``lag_seconds``). A slot PostgreSQL invalidated or
+someone dropped stops the daemon (db.ChangesLost): every change it held is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import structlog
 
-from connector.db import DatabaseError
+from connector.db import ChangesLost, DatabaseError
 from connector.readers import pgoutput, polling
 from connector.readers.base import Batch, ReaderDisconnected
 from connector.readers.polling import SessionReader
@@ -52,8 +58,10 @@ WAL_SETTINGS = {"synchronous_commit": "off", "DateStyle": "ISO, MDY",
                 "IntervalStyle": "postgres", "bytea_output": "hex", "extra_float_digits": "1"}
 # The walsender's: its output functions write the values pgoutput sends.
 STREAM_SETTINGS = {k: v for k, v in WAL_SETTINGS.items() if k != "synchronous_commit"}
-# While idle, write a position message when the slot is this far behind the WAL's end.
+# While idle, write a heartbeat when the slot is this far behind the WAL's end.
 IDLE_LAG_BYTES = 64 * 1024
+# A heartbeat at least this often while streaming (seconds): it measures the lag.
+HEARTBEAT = 10.0
 # How long one wait for the stream lasts before looking at interruption, the session and
 # housekeeping again (seconds): a stop is noticed within it.
 WAIT = 0.25
@@ -74,6 +82,16 @@ class WalReader(SessionReader):
         # ~15 s), so after a server restart the slot may be behind what was delivered; the
         # stream then starts here (the server skips what committed before it), not there.
         self.confirmed = 0
+        self._beats: deque[tuple[int, float]] = deque()  # heartbeats not confirmed yet
+        self._beat_at = 0.0  # when the last one was written (monotonic)
+        self._lag: float | None = None  # what the last confirmed heartbeat took (seconds)
+
+    def lag_seconds(self) -> float | None:
+        """From a heartbeat's write to its confirmation: the last one's, or longer while
+        one is still out."""
+        if not self._beats:
+            return self._lag
+        return max(self._lag or 0.0, time.monotonic() - self._beats[0][1])
 
     async def open(self) -> None:
         await super().open()
@@ -88,6 +106,8 @@ class WalReader(SessionReader):
         stream = self._new_stream()
         try:
             await stream.open(self.confirmed)
+        except ChangesLost:
+            raise
         except DatabaseError as exc:
             if "is active for PID" not in str(exc):
                 raise ReaderDisconnected(str(exc)) from None
@@ -98,6 +118,8 @@ class WalReader(SessionReader):
             stream = self._new_stream()
             try:
                 await stream.open(self.confirmed)
+            except ChangesLost:
+                raise
             except DatabaseError as again:
                 raise ReaderDisconnected(str(again)) from None
         self.stream = stream
@@ -112,6 +134,8 @@ class WalReader(SessionReader):
         while not self.session.interrupted:
             self.session.conn  # noqa: B018 - raises when the session (and the lease) is lost
             stream = self.stream or await self._start_stream()
+            if time.monotonic() - self._beat_at >= HEARTBEAT:
+                await self._heartbeat(periodic=True)
             try:
                 messages = await stream.read(self.capture.batch_size, WAIT)
             except DatabaseError as exc:
@@ -119,7 +143,7 @@ class WalReader(SessionReader):
                 raise ReaderDisconnected(str(exc)) from None
             if not messages:
                 if time.monotonic() - self._returned >= polling.HOUSEKEEPING:
-                    await self._idle()  # a position message when the slot falls behind
+                    await self._heartbeat(periodic=False)  # when the slot falls behind
                     return self._empty()
                 continue
             changes, position = self._decoder.feed((m.lsn, m.payload) for m in messages)
@@ -139,6 +163,8 @@ class WalReader(SessionReader):
         self.confirmed = max(self.confirmed, lsn)
         if self.stream is not None:
             self.stream.confirm(lsn)
+        while self._beats and self._beats[0][0] <= lsn:
+            self._lag = time.monotonic() - self._beats.popleft()[1]
 
     async def nack(self, batch: Batch) -> None:
         """Start again from the confirmed position: the same changes, in the same order."""
@@ -167,10 +193,17 @@ class WalReader(SessionReader):
                 out[(oid, text.encode())] = value.encode()
         return out
 
-    async def _idle(self) -> None:
-        """Our tables are quiet: when the slot is behind the WAL's end, write a position
-        message, whose arrival lets the slot move up to it."""
-        await self.store.wal_mark(self.session, IDLE_LAG_BYTES)
+    async def _heartbeat(self, *, periodic: bool) -> None:
+        """Write a heartbeat: ``periodic``, or because our tables are quiet and the slot is
+        behind the WAL's end (its arrival lets the slot move up to it)."""
+        now = time.monotonic()
+        lsn = await self.store.heartbeat(self.session, periodic=periodic,
+                                         behind_bytes=IDLE_LAG_BYTES,
+                                         lag_seconds=self.lag_seconds())
+        if periodic:
+            self._beat_at = now
+        if lsn is not None:
+            self._beats.append((lsn, now))
 
     @contextlib.asynccontextmanager
     async def writer(self, batch: Batch) -> AsyncIterator[Executor]:

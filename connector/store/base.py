@@ -26,7 +26,32 @@ from dataclasses import dataclass
 
 from connector.vocabulary import DeadLetter, Executor, Message, Parked, Row
 
-__all__ = ["Backlog", "Executor", "ParkedLot", "ParkedMessage", "Row", "Store"]
+__all__ = ["Backlog", "Executor", "ParkedLot", "ParkedMessage", "Row", "SlotState", "Store"]
+
+# A slot counts as close to its limit once less than this share of max_slot_wal_keep_size
+# may still be written before PostgreSQL invalidates it.
+NEAR_LIMIT_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class SlotState:
+    """A replication slot as the wal source sees it (pg_replication_slots)."""
+
+    lag_bytes: int  # the WAL's end minus the confirmed position
+    retained_bytes: int  # the WAL the slot keeps the server from removing
+    wal_status: str  # reserved, extended, unreserved (or lost)
+    safe_wal_bytes: int | None  # what may still be written before it is invalidated
+    keep_bytes: int | None  # max_slot_wal_keep_size (None: unlimited)
+
+    @property
+    def near_limit(self) -> bool:
+        """Close to being invalidated (its changes lost): less than NEAR_LIMIT_SHARE of
+        max_slot_wal_keep_size left, or PostgreSQL no longer guarantees its WAL."""
+        if self.wal_status in ("unreserved", "lost"):
+            return True
+        if self.safe_wal_bytes is None or not self.keep_bytes:
+            return False
+        return self.safe_wal_bytes < NEAR_LIMIT_SHARE * self.keep_bytes
 
 
 @dataclass(frozen=True)
@@ -34,7 +59,11 @@ class Backlog:
     pending: int | None  # changes waiting to be claimed (None: not known, the wal source)
     oldest_age: float | None  # seconds, None when nothing waits (or not known)
     parked: Mapping[str, int]  # messages parked per sink
-    lag_bytes: int | None = None  # the wal source: WAL the slot holds back, bytes
+    slot: SlotState | None = None  # the wal source's slot
+
+    @property
+    def lag_bytes(self) -> int | None:
+        return None if self.slot is None else self.slot.lag_bytes
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import asyncpg
 
 from connector import resources
 from connector.binding import bind
-from connector.db import DatabaseError
+from connector.db import DatabaseError, slot_lost
 from connector.pushdown import RowTrigger, row_triggers
+from connector.store.base import SlotState
 from connector.store.catalog import table_info
 from connector.store.postgres import slot_name
 from connector.store.queries import Queries
@@ -71,7 +72,11 @@ async def _check_tables(conn: asyncpg.Connection, config: Config) -> dict[TableN
     return relids
 
 
-async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
+async def install(conn: asyncpg.Connection, config: Config, *,
+                  recreate_slot: bool = False) -> InstallReport:
+    """Install or reconcile. ``recreate_slot``: a wal slot that PostgreSQL invalidated or
+    that was dropped is created anew (capture starts from now; what it held is lost) -
+    without it, install refuses (db.ChangesLost), never silently starting over."""
     q = Queries(config.postgres.schema)
     report = InstallReport()
     wal = config.capture.source == "wal"
@@ -116,7 +121,7 @@ async def install(conn: asyncpg.Connection, config: Config) -> InstallReport:
         if wal:
             await _set_identities(conn, q, config)
     if wal:
-        await _create_slot(conn, q, config)
+        await _create_slot(conn, q, config, recreate_slot)
     return report
 
 
@@ -290,13 +295,26 @@ async def _restore_identity(conn: asyncpg.Connection, q: Queries, table: TableNa
     await conn.execute(q.get("identity_record"), table.schema, table.name, None, True)
 
 
-async def _create_slot(conn: asyncpg.Connection, q: Queries, config: Config) -> None:
+async def _create_slot(conn: asyncpg.Connection, q: Queries, config: Config,
+                       recreate: bool) -> None:
     """After the install committed: PostgreSQL creates a logical slot only outside any
-    transaction that wrote. Changes are captured from this moment on."""
+    transaction that wrote. Changes are captured from this moment on. meta's slot_created
+    remembers that this installation had the slot, so that losing it is never mistaken for
+    a first install."""
     slot, _ = wal_names(config)
     have = await conn.fetchrow(q.get("wal_slot"), slot)
+    created = await conn.fetchval(q.get("meta_get"), "slot_created") == slot
+    if have is not None and have["wal_status"] == "lost":
+        if not recreate:
+            raise slot_lost(slot, "was invalidated by PostgreSQL (it fell more than "
+                            "max_slot_wal_keep_size behind)")
+        await conn.execute(q.get("wal_slot_drop"), slot)
+        have = None
+    elif have is None and created and not recreate:
+        raise slot_lost(slot, "no longer exists (it was dropped)")
     if have is None:
         await conn.execute(q.get("wal_slot_create"), slot)
+        await conn.execute(q.get("meta_set"), "slot_created", slot)
     elif have["plugin"] != "pgoutput" or not have["here"]:
         raise DatabaseError(f"capture.slot: replication slot {slot!r} exists but belongs to "
                             "another database or plugin; choose another capture.slot")
@@ -308,6 +326,7 @@ async def _drop_wal(conn: asyncpg.Connection, q: Queries) -> None:
     slot, publication = await _wal_meta(conn, q)
     if slot:
         await conn.execute(q.get("wal_slot_drop"), slot)
+        await conn.execute(q.get("meta_set"), "slot_created", "")
     if publication:
         await conn.execute(q.get("publication_drop", publication=quote_ident(publication)))
     for row in await conn.fetch(q.get("installed_tables"), q.trigger_names):
@@ -376,6 +395,9 @@ async def status(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
     active = await conn.fetchrow(q.get("active_consumer"), key)
     extra = await conn.fetchrow(q.get("status_extra"))
     parked = await conn.fetch(q.get("parked_publishers"))
+    slot: dict[str, Any] | None = None
+    if await conn.fetchval(q.get("meta_get"), "source") == "wal":
+        slot = await _slot_status(conn, q)
     return {
         "schema": schema,
         "installed": True,
@@ -392,4 +414,25 @@ async def status(conn: asyncpg.Connection, schema: str) -> dict[str, Any]:
             # Another role's session hides these (unless pg_read_all_stats): null then.
             "since": None if active["backend_start"] is None
             else active["backend_start"].isoformat()},
+        "slot": slot,
     }
+
+
+async def _slot_status(conn: asyncpg.Connection, q: Queries) -> dict[str, Any]:
+    """The wal source's slot: what it holds back, how close to being invalidated it is, and
+    the lag the daemon's last heartbeat measured."""
+    name, _ = await _wal_meta(conn, q)
+    row = await conn.fetchrow(q.get("wal_backlog"), name)
+    lag = await conn.fetchrow(q.get("wal_lag"), name)
+    seconds = None if lag is None or lag["lag_seconds"] < 0 else lag["lag_seconds"]
+    out: dict[str, Any] = {"name": name, "exists": row is not None, "lag_seconds": seconds,
+                           "lag_measured_at": None if seconds is None
+                           else lag["measured_at"].isoformat()}
+    if row is not None:
+        state = SlotState(row["lag_bytes"] or 0, row["retained_bytes"] or 0, row["wal_status"],
+                          row["safe_wal_size"], row["keep_bytes"])
+        out.update(wal_status=state.wal_status, active=row["active"],
+                   lag_bytes=state.lag_bytes, retained_bytes=state.retained_bytes,
+                   safe_wal_bytes=state.safe_wal_bytes, max_slot_wal_keep_bytes=state.keep_bytes,
+                   near_limit=state.near_limit)
+    return out

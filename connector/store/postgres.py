@@ -17,7 +17,15 @@ import asyncpg
 import orjson
 
 from connector import db
-from connector.store.base import Backlog, Executor, ParkedLot, ParkedMessage, Row, Store
+from connector.store.base import (
+    Backlog,
+    Executor,
+    ParkedLot,
+    ParkedMessage,
+    Row,
+    SlotState,
+    Store,
+)
 from connector.store.queries import Queries
 from connector.vocabulary import (
     CaptureConfig,
@@ -28,8 +36,14 @@ from connector.vocabulary import (
     PostgresConfig,
 )
 
-# The WAL position messages the wal reader writes while idle (sql/wal_mark.sql).
-POSITION_PREFIX = "pgconnector.position"
+# The prefix of the wal reader's heartbeat messages (sql/wal_heartbeat.sql).
+HEARTBEAT_PREFIX = "pgconnector.heartbeat"
+
+
+def parse_lsn(text: str) -> int:
+    """PostgreSQL's text form of a WAL position (``16/B374D848``) as a number."""
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
 
 
 def slot_name(schema: str) -> str:
@@ -117,9 +131,7 @@ class PostgresStore(Store):
         parked = await ex.fetch(self.q.get("parked_publishers"), long=True)
         counts = {r["publisher"]: r["messages"] for r in parked}
         if self.source == "wal":
-            row = await ex.fetchrow(self.q.get("wal_backlog"), self.slot, long=True)
-            return Backlog(None, None, counts,
-                           lag_bytes=None if row is None else row["lag_bytes"])
+            return Backlog(None, None, counts, slot=await self.slot_state(ex))
         row = await ex.fetchrow(self.q.get("backlog"), long=True)
         assert row is not None
         return Backlog(row["pending"], row["oldest_age"], counts)
@@ -175,9 +187,27 @@ class PostgresStore(Store):
 
     # ------------------------------------------------------------------ the slot (wal)
 
-    async def wal_mark(self, ex: Executor, lag_bytes: int) -> None:
-        await ex.execute(self.q.get("wal_mark"), self.slot, lag_bytes, POSITION_PREFIX,
-                         long=True)
+    async def slot_state(self, ex: Executor) -> SlotState:
+        """The slot as pg_replication_slots shows it. Raises ChangesLost when it was
+        invalidated or dropped: what it held is gone."""
+        row = await ex.fetchrow(self.q.get("wal_backlog"), self.slot, long=True)
+        if row is None:
+            raise db.slot_lost(self.slot, "no longer exists (it was dropped)")
+        if row["wal_status"] == "lost":
+            raise db.slot_lost(self.slot, "was invalidated by PostgreSQL (it fell more than "
+                            "max_slot_wal_keep_size behind)")
+        return SlotState(row["lag_bytes"] or 0, row["retained_bytes"] or 0, row["wal_status"],
+                         row["safe_wal_size"], row["keep_bytes"])
+
+    async def heartbeat(self, ex: Executor, *, periodic: bool, behind_bytes: int,
+                        lag_seconds: float | None) -> int | None:
+        """Write a heartbeat message when ``periodic`` or the slot is more than
+        ``behind_bytes`` behind the WAL's end (sql/wal_heartbeat.sql); its position, or
+        None when none was written."""
+        lsn = await ex.fetchval(self.q.get("wal_heartbeat"), self.slot, periodic, behind_bytes,
+                                -1.0 if lag_seconds is None else lag_seconds,
+                                HEARTBEAT_PREFIX, long=True)
+        return None if lsn is None else parse_lsn(lsn)
 
     async def end_slot_holder(self, ex: Executor) -> int | None:
         """End the walsender streaming our slot (an instance that lost the lease), and wait

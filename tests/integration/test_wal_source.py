@@ -283,6 +283,7 @@ async def test_least_privilege_roles_as_the_readme_lists_them(
                 "GRANT USAGE ON SCHEMA pgconnector TO {r}",
                 "GRANT SELECT ON pgconnector.installed_tables TO {r}",
                 "GRANT SELECT ON pgconnector.meta TO {r}",
+                "GRANT SELECT, INSERT, UPDATE ON pgconnector.wal_lag TO {r}",
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON pgconnector.parked TO {r}",
                 "GRANT SELECT, INSERT ON pgconnector.dead_letters TO {r}"):
             await inst.execute(grant.format(r=stream_role))
