@@ -31,7 +31,6 @@ someone dropped stops the daemon (db.ChangesLost): every change it held is gone.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections import deque
@@ -63,12 +62,9 @@ STREAM_SETTINGS = {k: v for k, v in WAL_SETTINGS.items() if k != "synchronous_co
 IDLE_LAG_BYTES = 64 * 1024
 # A heartbeat at least this often while streaming (seconds): it measures the lag.
 HEARTBEAT = 10.0
-# Under a steady stream (the previous batch, not full, was handed out less than GATHER
-# seconds ago) wait for the rest of GATHER before reading: thousands of small transactions
-# a second then go out in batches of several instead of one each (each batch costs a publish
-# round trip and a confirmation), for at most GATHER more latency at such rates and none for
-# a trickle. bench/RESULTS.md ("The streaming wal reader") has the figures.
-GATHER = 0.001
+# No gathering (unlike the trigger reader's GATHER): waiting 1 or 3 ms under a steady stream
+# for larger batches saved no daemon CPU at 12,000 single-row transactions a second and
+# added latency (bench/RESULTS.md, "The streaming wal reader", second run).
 # How long one wait for the stream lasts before looking at interruption, the session and
 # housekeeping again (seconds): a stop is noticed within it.
 WAIT = 0.25
@@ -92,7 +88,6 @@ class WalReader(SessionReader):
         self._beats: deque[tuple[int, float]] = deque()  # heartbeats not confirmed yet
         self._beat_at = 0.0  # when the last one was written (monotonic)
         self._lag: float | None = None  # what the last confirmed heartbeat took (seconds)
-        self._handed = 0.0  # when the last batch that was not full was handed out
 
     def lag_seconds(self) -> float | None:
         """From a heartbeat's write to its confirmation: the last one's, or longer while
@@ -144,8 +139,6 @@ class WalReader(SessionReader):
             stream = self.stream or await self._start_stream()
             if time.monotonic() - self._beat_at >= HEARTBEAT:
                 await self._heartbeat(periodic=True)
-            if (since := time.monotonic() - self._handed) < GATHER:
-                await asyncio.sleep(GATHER - since)
             try:
                 messages = await stream.read(self.capture.batch_size, WAIT)
             except DatabaseError as exc:
@@ -160,8 +153,6 @@ class WalReader(SessionReader):
             if changes:
                 events = await self._events(changes)
                 self._returned = time.monotonic()
-                if len(messages) < self.capture.batch_size:
-                    self._handed = self._returned
                 return Batch(events, position)
             if position is not None:  # nothing of ours up to here
                 self._confirm(position)
