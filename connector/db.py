@@ -29,8 +29,15 @@ class ChangesLost(DatabaseError):
     dropped): retrying would silently skip what was lost, so the daemon stops instead."""
 
 
+# What happened to a lost slot, for slot_lost.
+SLOT_DROPPED = "no longer exists (it was dropped)"
+SLOT_INVALIDATED = ("was invalidated by PostgreSQL (it fell more than max_slot_wal_keep_size "
+                    "behind)")
+
+
 def slot_lost(slot: str, why: str) -> ChangesLost:
-    """The one line that says what happened to the slot and how to recover."""
+    """The one line that says what happened to the slot (``why``: SLOT_DROPPED or
+    SLOT_INVALIDATED) and how to recover."""
     return ChangesLost(
         f"capture.slot: replication slot {slot!r} {why}, so changes written since it fell "
         "behind were lost and will never be delivered; resynchronise what consumes them, then "

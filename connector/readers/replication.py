@@ -30,7 +30,14 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from connector.db import DatabaseError, application_name, describe_target, slot_lost
+from connector.db import (
+    SLOT_DROPPED,
+    SLOT_INVALIDATED,
+    DatabaseError,
+    application_name,
+    describe_target,
+    slot_lost,
+)
 from connector.vocabulary import PostgresConfig
 
 # Read no further ahead than this many messages: past it the socket is left unread (the
@@ -107,10 +114,9 @@ class ReplicationStream:
         except psycopg2.Error as exc:
             await self.close()
             if exc.pgcode == "42704" and "replication slot" in str(exc):  # undefined object
-                raise slot_lost(self.slot, "no longer exists (it was dropped)") from None
+                raise slot_lost(self.slot, SLOT_DROPPED) from None
             if exc.pgcode == "55000" and "can no longer get changes" in str(exc):
-                raise slot_lost(self.slot, "was invalidated by PostgreSQL (it fell more than "
-                                "max_slot_wal_keep_size behind)") from None
+                raise slot_lost(self.slot, SLOT_INVALIDATED) from None
             raise DatabaseError(f"replication from {describe_target(self.pg)}: "
                                 f"{_first_line(exc)}") from None
         asyncio.get_running_loop().add_reader(self._conn.fileno(), self._readable)

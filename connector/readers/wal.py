@@ -62,9 +62,10 @@ STREAM_SETTINGS = {k: v for k, v in WAL_SETTINGS.items() if k != "synchronous_co
 IDLE_LAG_BYTES = 64 * 1024
 # A heartbeat at least this often while streaming (seconds): it measures the lag.
 HEARTBEAT = 10.0
-# No gathering (unlike the trigger reader's GATHER): waiting 1 or 3 ms under a steady stream
-# for larger batches saved no daemon CPU at 12,000 single-row transactions a second and
-# added latency (bench/RESULTS.md, "The streaming wal reader", second run).
+# No gathering here (unlike the trigger reader's GATHER): waiting 1 or 3 ms under a steady
+# stream for larger batches saved no daemon CPU at 12,000 single-row transactions a second
+# and added latency (bench/RESULTS.md, "Second look").
+
 # How long one wait for the stream lasts before looking at interruption, the session and
 # housekeeping again (seconds): a stop is noticed within it.
 WAIT = 0.25

@@ -61,10 +61,6 @@ class Backlog:
     parked: Mapping[str, int]  # messages parked per sink
     slot: SlotState | None = None  # the wal source's slot
 
-    @property
-    def lag_bytes(self) -> int | None:
-        return None if self.slot is None else self.slot.lag_bytes
-
 
 @dataclass(frozen=True)
 class ParkedMessage:

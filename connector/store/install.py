@@ -18,11 +18,10 @@ import asyncpg
 
 from connector import resources
 from connector.binding import bind
-from connector.db import DatabaseError, slot_lost
+from connector.db import SLOT_DROPPED, SLOT_INVALIDATED, DatabaseError, slot_lost
 from connector.pushdown import RowTrigger, row_triggers
-from connector.store.base import SlotState
 from connector.store.catalog import table_info
-from connector.store.postgres import slot_name
+from connector.store.postgres import slot_name, slot_state
 from connector.store.queries import Queries
 from connector.vocabulary import Config, ConfigError, TableName, qualified, quote_ident
 
@@ -306,12 +305,11 @@ async def _create_slot(conn: asyncpg.Connection, q: Queries, config: Config,
     created = await conn.fetchval(q.get("meta_get"), "slot_created") == slot
     if have is not None and have["wal_status"] == "lost":
         if not recreate:
-            raise slot_lost(slot, "was invalidated by PostgreSQL (it fell more than "
-                            "max_slot_wal_keep_size behind)")
+            raise slot_lost(slot, SLOT_INVALIDATED)
         await conn.execute(q.get("wal_slot_drop"), slot)
         have = None
     elif have is None and created and not recreate:
-        raise slot_lost(slot, "no longer exists (it was dropped)")
+        raise slot_lost(slot, SLOT_DROPPED)
     if have is None:
         await conn.execute(q.get("wal_slot_create"), slot)
         await conn.execute(q.get("meta_set"), "slot_created", slot)
@@ -429,8 +427,7 @@ async def _slot_status(conn: asyncpg.Connection, q: Queries) -> dict[str, Any]:
                            "lag_measured_at": None if seconds is None
                            else lag["measured_at"].isoformat()}
     if row is not None:
-        state = SlotState(row["lag_bytes"] or 0, row["retained_bytes"] or 0, row["wal_status"],
-                          row["safe_wal_size"], row["keep_bytes"])
+        state = slot_state(row)
         out.update(wal_status=state.wal_status, active=row["active"],
                    lag_bytes=state.lag_bytes, retained_bytes=state.retained_bytes,
                    safe_wal_bytes=state.safe_wal_bytes, max_slot_wal_keep_bytes=state.keep_bytes,

@@ -46,6 +46,12 @@ def parse_lsn(text: str) -> int:
     return (int(high, 16) << 32) + int(low, 16)
 
 
+def slot_state(row: Row) -> SlotState:
+    """A row of sql/wal_backlog.sql."""
+    return SlotState(row["lag_bytes"] or 0, row["retained_bytes"] or 0, row["wal_status"],
+                     row["safe_wal_size"], row["keep_bytes"])
+
+
 def slot_name(schema: str) -> str:
     """The default slot of an installation: slot names allow only [a-z0-9_]."""
     return re.sub(r"[^a-z0-9_]", "_", schema.lower())[:63] or "pgconnector"
@@ -192,12 +198,10 @@ class PostgresStore(Store):
         invalidated or dropped: what it held is gone."""
         row = await ex.fetchrow(self.q.get("wal_backlog"), self.slot, long=True)
         if row is None:
-            raise db.slot_lost(self.slot, "no longer exists (it was dropped)")
+            raise db.slot_lost(self.slot, db.SLOT_DROPPED)
         if row["wal_status"] == "lost":
-            raise db.slot_lost(self.slot, "was invalidated by PostgreSQL (it fell more than "
-                            "max_slot_wal_keep_size behind)")
-        return SlotState(row["lag_bytes"] or 0, row["retained_bytes"] or 0, row["wal_status"],
-                         row["safe_wal_size"], row["keep_bytes"])
+            raise db.slot_lost(self.slot, db.SLOT_INVALIDATED)
+        return slot_state(row)
 
     async def heartbeat(self, ex: Executor, *, periodic: bool, behind_bytes: int,
                         lag_seconds: float | None) -> int | None:
