@@ -209,7 +209,7 @@ async def _run(pg: PostgresConfig, redis_url: str | None, changes: int) -> int:
         await connector.stop()
         if sub_task is not None:
             sub_task.cancel()
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             await sub_client.aclose()
         await uninstall(conn, CDC_SCHEMA, force=True)
         await conn.execute(f"DROP SCHEMA {DEMO_SCHEMA} CASCADE")
