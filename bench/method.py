@@ -8,7 +8,7 @@ from bench.common import PAYLOAD_BYTES, SCHEMA, TABLE, Settings
 from bench.drain import NODE_REFERENCE, SUSTAINED_CLIENTS, SUSTAINED_ROWS_PER_TX
 from bench.latency import MAX_CONNECTIONS, PER_CONNECTION, WARMUP_CHANGES
 from bench.memory import FLAT_SLACK_MB
-from bench.wal import COPIED, LATENCY_RATE, LOGICAL
+from bench.wal import COPIED, LATENCY_RATES, LOGICAL
 
 
 def method_notes(s: Settings, queries_source: str) -> str:
@@ -35,17 +35,24 @@ def method_notes(s: Settings, queries_source: str) -> str:
         f"slot), daemon stopped, the slot accumulating; \"wal+daemon\": the daemon draining "
         f"on this host. P1 wal uses P1's scripts, clients, seconds, rounds and interleaving, "
         f"plus the trigger source on the same cluster for INSERT at {top} clients (a "
-        f"comparison){'; smoke runs INSERT only' if s.smoke else ''}. Every reset moves the "
+        f"comparison) and `pg_recvlogical` streaming the slot to /dev/null (`-F 0 -s 1`, the "
+        f"decoding floor: PostgreSQL's own client doing nothing with the changes), with each "
+        f"walsender's CPU read from /proc while pgbench runs"
+        f"{'; smoke runs INSERT only' if s.smoke else ''}. Every reset moves the "
         f"slot to the WAL's end (`pg_replication_slot_advance`), so no run starts behind; "
         f"after a wal+daemon run the bench waits until the slot has passed a marker "
         f"transaction written after the writers stopped, then checks the slot holds no change. "
         f"Daemon-stopped runs must leave one change per row written in the slot (P2: exactly "
         f"{s.bulk_rows:,} inserts or updates, counted with "
         f"`pg_logical_slot_peek_binary_changes`), else the measure fails. P3 wal: "
-        f"{s.drain_events:,} inserts left in the slot, drained to pub/sub and counted as in P3. "
-        f"P4 wal: P4's {LATENCY_RATE:,} changes/s phase with default capture settings; the wal "
-        f"source has no wake-up and polls the slot (capture.poll_interval, adaptive while "
-        f"changes come).",
+        f"{s.drain_events:,} inserts left in the slot, drained to pub/sub and counted as in P3; "
+        f"its reference is pg_recvlogical draining the same backlog from a copy of the slot "
+        f"(`pg_copy_logical_replication_slot`) to /dev/null up to the WAL's end (`-E`), "
+        f"first. P4 wal: P4's "
+        f"{' and '.join(f'{r:,}' for r in LATENCY_RATES)} changes/s phases with default "
+        f"capture settings, the reference measured before each. Idle wal: the daemon "
+        f"streaming with nothing to stream for the idle window, its CPU and its walsender's "
+        f"from /proc, its transactions from pg_stat_database.",
         width=95, subsequent_indent="  ", break_on_hyphens=False)
     return f"""\
 - **Setup.** Database `pgconnector_bench`, created for the run and dropped after it; table

@@ -38,7 +38,12 @@ async def test_bench_smoke_mode_writes_every_measure(tmp_path: Path) -> None:
                     "P1 wal source, single-row INSERT, 8 clients, daemon stopped",
                     "P1 wal source, single-row INSERT, 8 clients, daemon draining",
                     "P1 trigger source on the same logical cluster", "P2 wal source, one INSERT",
-                    "P2 wal source, one UPDATE", "P3 wal source", "P4 wal source"):
+                    "P2 wal source, one UPDATE", "P3 wal source", "P4 wal source",
+                    "P1 wal, the decoding floor: pg_recvlogical", "the walsender's CPU while",
+                    "(pg_recvlogical to /dev/null)",
+                    "P4 wal source: latency commit → subscriber, 1,000 changes/s",
+                    "Idle wal: daemon", "Idle wal: its walsender's",
+                    "Idle wal: transactions/s the daemon"):
         assert measure in table, (measure, table)
     assert "could not be measured" not in table, table
     assert not wal_cluster_left(table), table
