@@ -342,10 +342,17 @@ class Floor:
                                f"{await self.err()}")
         return cpu
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop it, and wait until its walsender is gone too (until then the slot is busy)."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             await self.proc.wait()
+        deadline = time.monotonic() + timeout
+        while await self.bench.walsenders(FLOOR_APP):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pg_recvlogical's walsender still runs {timeout:g} s after "
+                                   "it exited")
+            await asyncio.sleep(0.02)
 
 
 # --------------------------------------------------------------------------- P1
