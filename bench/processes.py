@@ -57,7 +57,9 @@ class Daemon:
     """``pgconnector start --no-install -c <config>`` (the bench installs capture itself, so
     every variant runs the same trigger), its JSON log in a file."""
 
-    def __init__(self, workdir: Path, name: str, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, name: str, config: dict[str, Any],
+                 env: dict[str, str] | None = None) -> None:
+        self.env = env  # None: this process's
         self.config_path = workdir / f"{name}.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.config_path.chmod(0o600)  # it holds the DSN
@@ -79,7 +81,8 @@ class Daemon:
         self._log = self.log_path.open("wb")
         self.proc = await asyncio.create_subprocess_exec(
             *daemon_command(), "start", "--no-install", "-c", str(self.config_path),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
+            env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for record in self.log_records():

@@ -42,7 +42,7 @@ def bind(config: Config, infos: Mapping[TableName, TableInfo]) -> list[BoundRout
         info = infos.get(route.table)
         if info is None:  # install reports a missing table; the source never sees its rows
             continue
-        at = f"routes[{route.index}]"
+        at = route.at
         known = set(info.columns)
         for key, names in (("columns", route.columns or ()),
                            ("ignore_columns", route.ignore_columns)):

@@ -15,6 +15,7 @@ import typer
 from connector import __version__, logs
 from connector.config import load as load_config
 from connector.db import DatabaseError
+from connector.handlers import with_handlers
 from connector.vocabulary import Config, ConfigError
 
 app = typer.Typer(
@@ -51,6 +52,14 @@ def load(path: Path) -> Config:
         raise typer.Exit(EXIT_CONFIG) from None
     logs.configure(_log_opts["format"] or config.logging.format,
                    _log_opts["level"] or config.logging.level)
+    return config
+
+
+def capturing(config: Config) -> Config:
+    """The daemon needs something to do: routes, handlers, or both."""
+    if not config.routes and not config.handlers:
+        fail(f"{config.source}: nothing to capture: give routes (with publishers), handlers, "
+             "or both", EXIT_CONFIG)
     return config
 
 
@@ -102,9 +111,10 @@ def main_options(
 @app.command()
 def validate(config: ConfigOpt) -> None:
     """Check a config file without touching the database."""
-    cfg = load(config)
+    cfg = capturing(load(config))
+    handlers = f", {len(cfg.handlers)} handler(s)" if cfg.handlers else ""
     typer.echo(f"OK: {config} ({len(cfg.publishers)} publisher(s), {len(cfg.routes)} route(s), "
-               f"{len(cfg.tables)} table(s))")
+               f"{len(with_handlers(cfg).tables)} table(s){handlers})")
 
 
 @app.command()
@@ -151,12 +161,12 @@ def install_cmd(
     from connector import db
     from connector.store import install
 
-    cfg = load(config)
+    cfg = capturing(load(config))
 
     async def go() -> install.InstallReport:
         conn = await db.connect(cfg.postgres)
         try:
-            return await install.install(conn, cfg, recreate_slot=recreate_slot)
+            return await install.install(conn, with_handlers(cfg), recreate_slot=recreate_slot)
         finally:
             await conn.close()
 
@@ -272,7 +282,7 @@ def start(
     from connector.connector import Connector
     from connector.server import HealthServerError
 
-    cfg = load(config)
+    cfg = capturing(load(config))
     connector = Connector(cfg, install=not no_install, shutdown_timeout=shutdown_timeout)
     try:
         run(connector.run_async)

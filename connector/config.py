@@ -7,9 +7,11 @@ connection, so an invalid file never touches the database.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from connector.vocabulary import (
     CaptureConfig,
     Config,
     ConfigError,
+    HandlerConfig,
     LoggingConfig,
     PostgresConfig,
     PublisherConfig,
@@ -276,6 +279,24 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
                 split_key_change=raw.get("split_key_change", False),
                 include_types=raw.get("include_types", False)))
 
+    handlers: list[HandlerConfig] = []
+    raw_handlers = data.get("handlers") if isinstance(data.get("handlers"), list) else []
+    for i, raw in enumerate(raw_handlers):
+        if not isinstance(raw, dict) or not isinstance(raw.get("call"), str):
+            continue  # a schema problem, reported
+        try:
+            function = resolve_call(raw["call"])
+        except ValueError as exc:
+            problems.append(f"handlers[{i}].call: {exc}")
+            continue
+        options = {k: v for k, v in raw.items() if k not in ("table", "operations", "call")}
+        try:
+            handlers.append(handler_config(
+                raw.get("table"), function, raw.get("operations"), options, f"handlers[{i}]",
+                call=raw["call"], checked=True))
+        except ConfigError as exc:
+            problems += exc.problems
+
     pg = data.get("postgres", {})
     if isinstance(pg, dict) and len(str(pg.get("schema", "pgconnector")).encode()) > 40:
         problems.append("postgres.schema: at most 40 bytes")
@@ -297,12 +318,110 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
     return Config(
         publishers=publishers,
         routes=tuple(routes),
+        handlers=tuple(handlers),
         postgres=PostgresConfig(**pg),
         capture=CaptureConfig(**data.get("capture", {})),
         logging=LoggingConfig(**log),
         server=ServerConfig(**server) if server is not None else None,
         source=source,
     )
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+_handler_validator: jsonschema.protocols.Validator | None = None
+
+
+def _handler_options_validator() -> jsonschema.protocols.Validator:
+    """The config's ``$defs/handler`` without ``call`` (code passes the function itself)."""
+    global _handler_validator
+    if _handler_validator is None:
+        schema = json.loads(resources.schema_text())
+        handler = dict(schema["$defs"]["handler"])
+        handler["properties"] = {k: v for k, v in handler["properties"].items() if k != "call"}
+        handler["required"] = ["table"]
+        _handler_validator = jsonschema.Draft202012Validator(
+            {**handler, "$defs": schema["$defs"]})
+    return _handler_validator
+
+
+def handler_config(table: Any, function: Any, operations: Any, options: Mapping[str, Any],
+                   path: str, *, call: str | None = None, checked: bool = False
+                   ) -> HandlerConfig:
+    """A handler from its table, callable, operations and options (the config's keys), for
+    ``handlers:`` entries and ``Connector.on`` / ``subscribe`` alike; ``checked``: the config
+    schema validated them already. Problems raise ConfigError naming ``path``."""
+    if not callable(function):
+        raise ConfigError([f"{path}: the handler must be callable, got "
+                           f"{type(function).__name__}"])
+    data = dict(options)
+    data["table"] = table
+    if operations is not None:
+        data["operations"] = list(operations)
+    problems: list[str] = []
+    if not checked:
+        for err in sorted(_leaf_errors(_handler_options_validator().iter_errors(data)),
+                          key=lambda e: [str(x) for x in e.absolute_path]):
+            where = format_path(list(err.absolute_path))
+            problems.append(f"{path}{'' if where == '<root>' else '.' + where}: "
+                            f"{_describe(err)}")
+        if problems:
+            raise ConfigError(problems)
+    try:
+        name = parse_table(data["table"])
+    except ValueError as exc:
+        raise ConfigError([f"{path}.table: {exc}: {data['table']!r}"]) from None
+    row_filter = None
+    if isinstance(data.get("where"), dict):
+        row_filter, problems = parse_where(data["where"], f"{path}.where")
+    if "columns" in data and "ignore_columns" in data:
+        problems.append(f"{path}: give columns or ignore_columns, not both")
+    if problems:
+        raise ConfigError(problems)
+    key = data.get("key")
+    columns = data.get("columns")
+    retry = data.get("retry") or {}
+    return HandlerConfig(
+        table=name, function=function,
+        operations=frozenset(data.get("operations", OPERATIONS)), where=row_filter,
+        columns=tuple(columns) if columns is not None else None,
+        ignore_columns=tuple(data.get("ignore_columns", ())),
+        transitions=data.get("transitions", True),
+        split_key_change=data.get("split_key_change", False),
+        key=(key,) if isinstance(key, str) else tuple(key) if key is not None else None,
+        concurrency=data.get("concurrency", 1), retry=RetryConfig(**retry),
+        timeout=data.get("timeout"), batch=data.get("batch"), path=path, call=call)
+
+
+_CALL = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
+
+
+def resolve_call(spec: str) -> Any:
+    """The callable ``package.module:function`` names (``function`` may be ``Class.attr``);
+    the working directory is importable, as for ``python -m``. ValueError says what is
+    wrong in one line."""
+    if not _CALL.fullmatch(spec):
+        raise ValueError(f"expected \"package.module:function\", got {spec!r}")
+    module_name, attrs = spec.split(":", 1)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module's own code failed
+        raise ValueError(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+                         ) from None
+    done = module_name
+    for attr in attrs.split("."):
+        if not hasattr(target, attr):
+            raise ValueError(f"{done!r} has no attribute {attr!r}")
+        target = getattr(target, attr)
+        done = f"{done}:{attr}" if ":" not in done else f"{done}.{attr}"
+    if not callable(target):
+        raise ValueError(f"{spec!r} is not callable (it is {type(target).__name__})")
+    return target
 
 
 def coerce(config: Config | Mapping[str, Any] | str | os.PathLike[str]) -> Config:

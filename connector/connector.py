@@ -14,17 +14,18 @@ import dataclasses
 import os
 import random
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from connector import db
-from connector.binding import bind
-from connector.config import coerce
+from connector.binding import BoundRoute, TableInfo, bind
+from connector.config import coerce, handler_config
 from connector.delivery.engine import Delivery
 from connector.delivery.parking import Parking
+from connector.handlers import BEFORE_ATTACH, HandlerSink, Snapshot, handler_route
 from connector.lease import Lease
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline, Stats
@@ -36,13 +37,40 @@ from connector.server import HealthServer, Readiness
 from connector.store.catalog import table_info
 from connector.store.install import install
 from connector.store.postgres import PostgresStore
-from connector.vocabulary import Config, PublishError
+from connector.store.queries import Queries
+from connector.vocabulary import (
+    Config,
+    ConfigError,
+    HandlerConfig,
+    PublishError,
+    Route,
+    TableName,
+)
 
 log = structlog.get_logger("pgconnector")
 
 MAX_RECONNECT_BACKOFF = 30.0
 
-__all__ = ["Connector", "Stats"]
+__all__ = ["Connector", "Stats", "Subscription"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclasses.dataclass
+class Subscription:
+    """A handler attached to a table. ``await detach()``: no more calls, and the table's
+    capture goes when nothing else needs it."""
+
+    connector: Connector
+    config: HandlerConfig
+    name: str = ""  # its sink's name (dead letters are filed under it), once attached
+
+    @property
+    def table(self) -> TableName:
+        return self.config.table
+
+    async def detach(self) -> None:
+        await self.connector._detach(self)
 
 
 class Connector:
@@ -83,6 +111,14 @@ class Connector:
         self.parking = Parking(self.delivery, self.store, capture.batch_size,
                                metrics=self.metrics, on_dead=self._count_dead)
         self.pipeline: Pipeline | None = None
+        # Handlers: those given before start (config, on, subscribe), then the attached ones
+        # by sink name; the config with their routes added, and the routes bound.
+        self._pending: list[Subscription] = [Subscription(self, h) for h in self.config.handlers]
+        self.handlers: dict[str, HandlerSink] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._effective = self.config
+        self._bound: list[BoundRoute] = []
+        self._attaching = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._stopping = False
@@ -126,19 +162,29 @@ class Connector:
             raise
 
     async def _start(self) -> None:
+        self._effective = self.config
+        for sub in self._pending:
+            sub.name = ""
+        for sub in self._pending:  # config handlers first: named as with_handlers names them
+            self._effective = dataclasses.replace(
+                self._effective, routes=(*self._effective.routes, self._route(sub)))
         conn = await db.connect(self.config.postgres)
         try:
             if self.install:
-                report = await install(conn, self.config)
+                report = await install(conn, self._effective)
                 log.info("installed", schema=self.config.postgres.schema, added=report.added,
                          changed=report.changed, removed=report.removed,
                          unchanged=len(report.unchanged))
             # Filters compare typed values and column lists must exist: bind routes to the
             # tables as they are now (a mistake is a config error, exit 2).
-            infos = await table_info(conn, self.config.tables)
+            infos = await table_info(conn, self._effective.tables)
         finally:
             await conn.close()
-        self.router = Router(self.config, bind(self.config, infos))
+        self._bound = bind(self._effective, infos)
+        self.router = Router(self._effective, self._bound)
+        for sub in self._pending:
+            self._add_sink(sub, infos)
+        self._pending = []
         await self._open()  # fail fast when the database is unreachable at start
         for p in self.publishers.values():
             try:
@@ -187,7 +233,7 @@ class Connector:
     async def _close(self) -> None:
         await self.parking.stop()
         await self._close_reader()
-        for p in self.publishers.values():
+        for p in [*self.publishers.values(), *self.handlers.values()]:
             await p.close()
         self.state = "stopped"
         if self.health is not None:
@@ -236,6 +282,132 @@ class Connector:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+
+    # ------------------------------------------------------------------ handlers
+
+    def on(self, table: str, *operations: str, **options: Any) -> Callable[[F], F]:
+        """Decorator: call the function for each change of ``table`` (its ``operations``,
+        default all), with a route's options (README: Handlers). Before start only; the
+        function is returned unchanged."""
+        if self._task is not None:
+            raise RuntimeError(f"Connector.on({table!r}) is for before start(); while running "
+                               f"use `await connector.subscribe({table!r}, handler, ...)`")
+
+        path = f"on({table!r})"
+        config = handler_config(table, print, operations or None, options, path)  # checked now
+
+        def register(function: F) -> F:
+            self._pending.append(Subscription(self, dataclasses.replace(
+                config, function=function)))
+            return function
+
+        return register
+
+    async def subscribe(self, table: str, handler: Callable[..., Any], *,
+                        operations: list[str] | tuple[str, ...] | None = None,
+                        **options: Any) -> Subscription:
+        """Attach ``handler`` to ``table``, before start or while running. While running it
+        installs the table's capture when nothing captured it yet, and returns once changes
+        committed from then on will reach the handler; it never sees earlier ones."""
+        config = handler_config(table, handler, operations, options, f"subscribe({table!r})")
+        sub = Subscription(self, config)
+        if self._task is None:
+            self._pending.append(sub)
+            return sub
+        await self._attach(sub)
+        return sub
+
+    def _route(self, sub: Subscription) -> Route:
+        """The handler's route; its sink's name goes on the subscription."""
+        taken = set(self.handlers) | set(self.publishers) | {
+            s.name for s in self._pending if s.name}
+        index = 1 + max([r.index for r in self._effective.routes] or [-1])
+        route = handler_route(sub.config, index, taken)
+        sub.name = route.publisher
+        return route
+
+    def _add_sink(self, sub: Subscription, infos: Mapping[TableName, TableInfo]) -> HandlerSink:
+        info = infos.get(sub.table)
+        sink = HandlerSink(sub.name, sub.config, info.key if info is not None else ())
+        self.handlers[sub.name] = sink
+        self._subscriptions[sub.name] = sub
+        self.delivery.add(sink, sub.config.retry)
+        self.metrics.set_publisher_up(sub.name, True)
+        return sink
+
+    def _set_router(self, router: Router) -> None:
+        """The routes change between batches: the pipeline routes each batch once."""
+        self.router = router
+        if self.pipeline is not None:
+            self.pipeline.router = router
+
+    async def _attach(self, sub: Subscription) -> None:
+        async with self._attaching:
+            route = self._route(sub)
+            effective = dataclasses.replace(self._effective,
+                                            routes=(*self._effective.routes, route))
+            conn = await db.connect(self.config.postgres)
+            try:
+                infos = await table_info(conn, effective.tables)
+                if sub.table not in infos:
+                    raise ConfigError([f"{route.at}.table: table {sub.table} does not exist"])
+                bound = bind(effective, infos)
+                sink = self._add_sink(sub, infos)
+                await sink.open()
+                # Until the snapshot below, whatever reaches the sink was committed before
+                # it (nothing else can have been read yet): skip it.
+                sink.after = BEFORE_ATTACH
+                previous = (self.router, self._bound)
+                self._set_router(Router(effective, bound))
+                try:
+                    if self.install:
+                        await install(conn, effective)
+                    snapshot = await conn.fetchval(
+                        Queries(self.config.postgres.schema).get("current_snapshot"))
+                except BaseException:
+                    assert previous[0] is not None
+                    self._set_router(previous[0])
+                    self._forget(sub.name)
+                    await sink.close()
+                    raise
+                sink.after = Snapshot.parse(snapshot)
+                self._effective, self._bound = effective, bound
+            finally:
+                await conn.close()
+            log.info("handler_attached", handler=sub.name, table=str(sub.table))
+
+    def _forget(self, name: str) -> None:
+        self.delivery.remove(name)
+        self.handlers.pop(name, None)
+        self._subscriptions.pop(name, None)
+
+    async def _detach(self, sub: Subscription) -> None:
+        if sub in self._pending:
+            self._pending.remove(sub)
+            return
+        async with self._attaching:
+            sink = self.handlers.get(sub.name)
+            if sink is None:
+                return  # detached already
+            sink.detached = True  # no more calls, from now
+            effective = dataclasses.replace(self._effective, routes=tuple(
+                r for r in self._effective.routes if r.publisher != sub.name))
+            bound = [b for b in self._bound if b.route.publisher != sub.name]
+            self._set_router(Router(effective, bound))
+            self._forget(sub.name)
+            await self.parking.forget(sub.name)
+            self._effective, self._bound = effective, bound
+            conn = await db.connect(self.config.postgres)
+            try:
+                discarded = await self.store.discard_parked(conn, sub.name)
+                if self.install:
+                    await install(conn, effective)  # capture no longer needed goes
+            finally:
+                await conn.close()
+            await sink.close()
+            if discarded:
+                log.info("handler_parked_discarded", handler=sub.name, messages=discarded)
+            log.info("handler_detached", handler=sub.name, table=str(sub.table))
 
     # ------------------------------------------------------------------ the loop
 

@@ -29,7 +29,7 @@ class Router:
         for route in config.routes:
             b = by_index.get(route.index)
             if b is None and not route.plain:
-                raise ValueError(f"routes[{route.index}] needs binding to its table first")
+                raise ValueError(f"{route.at} needs binding to its table first")
             self._routes[(route.table.schema, route.table.name)].append((route, b))
         # Channels without column fields are the same for every event of a (table, op):
         # render them once instead of once per event.

@@ -218,6 +218,9 @@ class MemoryStore(Store):
     async def has_parked(self, ex: Executor, sink: str) -> bool:
         return bool(self.parked.get(sink))
 
+    async def discard_parked(self, ex: Executor, sink: str) -> int:
+        return len(self.parked.pop(sink, []))
+
     async def backlog(self, ex: Executor) -> Backlog:
         return Backlog(None, None, {s: len(rows) for s, rows in self.parked.items() if rows})
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -87,6 +87,15 @@ def lanes(messages: Sequence[Message], n: int, ordering: str) -> list[list[Messa
     return [lane for lane in out if lane]
 
 
+def lanes_by(messages: Sequence[Message], key: Callable[[Message], str | None]
+             ) -> list[list[Message]]:
+    """One lane per distinct key, each in batch order (a sink's own ``lane_key``)."""
+    out: dict[str | None, list[Message]] = {}
+    for m in messages:
+        out.setdefault(key(m), []).append(m)
+    return list(out.values())
+
+
 class Delivery:
     def __init__(self, sinks: Mapping[str, Publisher],
                  limits: Mapping[str, RetryConfig] | None = None,
@@ -97,6 +106,16 @@ class Delivery:
         self.inline = inline
         self._gates = {name: asyncio.Semaphore(max(1, s.max_in_flight))
                        for name, s in self.sinks.items()}
+
+    def add(self, sink: Publisher, limits: RetryConfig) -> None:
+        """A sink attached while running (a handler's subscription), from the next batch."""
+        self.sinks[sink.name] = sink
+        self.limits[sink.name] = limits
+        self._gates[sink.name] = asyncio.Semaphore(max(1, sink.max_in_flight))
+
+    def remove(self, name: str) -> None:
+        """A sink detached: messages still routed to it are dropped (it wants no more)."""
+        self.sinks.pop(name, None)
 
     def limits_of(self, sink: str) -> RetryConfig:
         return self.limits.get(sink, RetryConfig())
@@ -121,12 +140,13 @@ class Delivery:
         """``tx``: the batch's writer, for transactional sinks (connector/pipeline.py)."""
         by_sink: dict[str, list[Message]] = {}
         for m in messages:
-            by_sink.setdefault(m.publisher, []).append(m)
+            if m.publisher in self.sinks:  # else detached meanwhile
+                by_sink.setdefault(m.publisher, []).append(m)
         outcome = Outcome()
         if len(by_sink) == 1:
             (name, batch), = by_sink.items()
             await self._deliver_one(self.sinks[name], batch, outcome, tx)
-        else:
+        elif by_sink:
             await asyncio.gather(*(self._deliver_one(self.sinks[n], b, outcome, tx)
                                    for n, b in by_sink.items()))
         return outcome
@@ -135,7 +155,10 @@ class Delivery:
                            outcome: Outcome, tx: Executor | None) -> None:
         # One connection cannot run statements at once: a transactional sink gets one lane.
         n = 1 if tx is not None and sink.transactional else sink.max_in_flight
-        runs = lanes(batch, n, sink.ordering)
+        if n > 1 and type(sink).lane_key is not Publisher.lane_key:
+            runs = lanes_by(batch, sink.lane_key)  # the gate keeps n of them at once
+        else:
+            runs = lanes(batch, n, sink.ordering)
         if len(runs) == 1:
             await self._deliver_run(sink, runs[0], outcome, tx)
         else:

@@ -226,6 +226,12 @@ class Parking:
                 await drainer.stop()
                 log.info("publisher_recovered", publisher=name)
 
+    async def forget(self, sink: str) -> None:
+        """A sink that went away (a detached handler): its drain stops."""
+        drainer = self.drains.pop(sink, None)
+        if drainer is not None:
+            await drainer.stop()
+
     async def stop(self) -> None:
         drains, self.drains = list(self.drains.values()), {}
         for d in drains:

@@ -59,6 +59,13 @@ class Publisher(ABC):
     #: mounts routes on the connector's HTTP host (``mount``): live subscriptions
     serving: ClassVar[bool] = False
 
+    def lane_key(self, message: Message) -> str | None:
+        """A sink may name each message's ordering key itself (handlers: their ``key``
+        columns). Then every distinct key is a lane of its own - in order, one call at a
+        time - and the engine runs up to ``max_in_flight`` of them at once, whichever are
+        ready. None (the default): lanes follow ``ordering``."""
+        return None
+
     def __init__(self, name: str, options: Mapping[str, Any]) -> None:
         self.name = name
         # Every option an adapter reads has its default here, from one place: the option's

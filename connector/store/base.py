@@ -114,6 +114,10 @@ class Store(ABC):
         """Whether ``sink`` has parked messages (asked inside the open batch)."""
 
     @abstractmethod
+    async def discard_parked(self, ex: Executor, sink: str) -> int:
+        """Delete ``sink``'s parked messages (a handler detached); how many there were."""
+
+    @abstractmethod
     async def backlog(self, ex: Executor) -> Backlog:
         """What waits, for the gauges."""
 

@@ -61,9 +61,9 @@ async def _check_tables(conn: asyncpg.Connection, config: Config) -> dict[TableN
         row = await conn.fetchrow(Queries(config.postgres.schema).get("table_exists"),
                                   route.table.schema, route.table.name)
         if row is None:
-            problems.append(f"routes[{route.index}].table: table {route.table} does not exist")
+            problems.append(f"{route.at}.table: table {route.table} does not exist")
         elif row["relkind"] not in (b"r", b"p", "r", "p"):
-            problems.append(f"routes[{route.index}].table: {route.table} is not a table")
+            problems.append(f"{route.at}.table: {route.table} is not a table")
         else:
             relids[route.table] = row["relid"]
     if problems:
@@ -252,10 +252,23 @@ async def _publish(conn: asyncpg.Connection, q: Queries, config: Config,
     slot, publication = wal_names(config)
     tables = ", ".join(qualified(t) for t in sorted(config.tables, key=str))
     pub = quote_ident(publication)
-    if await conn.fetchval(q.get("publication_exists"), publication):
+    exists = await conn.fetchval(q.get("publication_exists"), publication)
+    listed = {TableName(r["table_schema"], r["table_name"])
+              for r in await conn.fetch(q.get("publication_tables"), publication)}
+    joining = sorted((t for t in config.tables if t not in listed), key=str)
+    if exists and joining:
+        await conn.execute(q.get("publication_lock_new",
+                                 tables=", ".join(qualified(t) for t in joining)))
+    if tables and exists:
         await conn.execute(q.get("publication_set", publication=pub, tables=tables))
-    else:
+    elif tables:
         await conn.execute(q.get("publication_create", publication=pub, tables=tables))
+    elif exists:  # nothing captured (handlers may come later): a publication of nothing
+        if listed:
+            await conn.execute(q.get("publication_drop_tables", publication=pub, tables=", ".join(
+                qualified(t) for t in sorted(listed, key=str))))
+    else:
+        await conn.execute(q.get("publication_create_empty", publication=pub))
     if config.capture.replica_identity != "full":
         missing = await conn.fetch(q.get("replica_identity_missing"), list(relids.values()))
         if missing:

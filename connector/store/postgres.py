@@ -133,6 +133,9 @@ class PostgresStore(Store):
     async def has_parked(self, ex: Executor, sink: str) -> bool:
         return bool(await ex.fetchval(self.q.get("parked_exists"), sink))
 
+    async def discard_parked(self, ex: Executor, sink: str) -> int:
+        return int(await ex.fetchval(self.q.get("parked_discard"), sink) or 0)
+
     async def backlog(self, ex: Executor) -> Backlog:
         parked = await ex.fetch(self.q.get("parked_publishers"), long=True)
         counts = {r["publisher"]: r["messages"] for r in parked}

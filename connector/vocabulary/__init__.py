@@ -9,6 +9,7 @@ from connector.vocabulary.config import (
     CaptureConfig,
     Config,
     ConfigError,
+    HandlerConfig,
     LoggingConfig,
     PostgresConfig,
     PublisherConfig,
@@ -45,9 +46,9 @@ from connector.vocabulary.outcome import (
 
 __all__ = [
     "BUILTIN_FIELDS", "OPERATIONS", "CaptureConfig", "ChangeEvent", "ChannelTemplate",
-    "Condition", "Config", "ConfigError", "DeadLetter", "Executor", "Filter", "LoggingConfig",
-    "Message", "Outcome", "Parked", "PartialFailure", "PermanentError", "PostgresConfig",
-    "PublishError", "PublisherConfig", "RetryConfig", "RetryableError", "Route", "Row",
-    "ServerConfig", "TableName", "backoff", "display_ident", "format_path", "join_path",
-    "parse_table", "parse_template", "qualified", "quote_ident",
+    "Condition", "Config", "ConfigError", "DeadLetter", "Executor", "Filter", "HandlerConfig",
+    "LoggingConfig", "Message", "Outcome", "Parked", "PartialFailure", "PermanentError",
+    "PostgresConfig", "PublishError", "PublisherConfig", "RetryConfig", "RetryableError",
+    "Route", "Row", "ServerConfig", "TableName", "backoff", "display_ident", "format_path",
+    "join_path", "parse_table", "parse_template", "qualified", "quote_ident",
 ]

@@ -38,6 +38,12 @@ class Route:
     ignore_columns: tuple[str, ...] = ()
     split_key_change: bool = False
     include_types: bool = False
+    path: str = ""  # where it was defined, for errors (default routes[index])
+
+    @property
+    def at(self) -> str:
+        """Its key path in errors: ``routes[2]``, ``handlers[0]``, ``subscribe(public.users)``."""
+        return self.path or f"routes[{self.index}]"
 
     @property
     def plain(self) -> bool:
@@ -72,6 +78,28 @@ class PublisherConfig:
     type: str
     options: Mapping[str, Any]  # the adapter's own options (without type and retry)
     retry: RetryConfig = field(default_factory=RetryConfig)
+
+
+@dataclass(frozen=True)
+class HandlerConfig:
+    """A Python callable called per change of a table (``handlers:`` in the config, or
+    ``Connector.on`` / ``subscribe`` in code): what it receives and how it is called."""
+
+    table: TableName
+    function: Any  # the callable (resolved from ``call`` for config handlers)
+    operations: frozenset[str] = frozenset({"insert", "update", "delete", "truncate"})
+    where: Filter | None = None
+    columns: tuple[str, ...] | None = None
+    ignore_columns: tuple[str, ...] = ()
+    transitions: bool = True
+    split_key_change: bool = False
+    key: tuple[str, ...] | None = None  # None: the primary key (the whole table without one)
+    concurrency: int = 1
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    timeout: float | None = None
+    batch: str | None = None  # "transaction": a list of one transaction's events per call
+    path: str = ""  # where it was defined, for errors
+    call: str | None = None  # "package.module:function", for config handlers
 
 
 @dataclass(frozen=True)
@@ -121,8 +149,9 @@ class ServerConfig:
 
 @dataclass(frozen=True)
 class Config:
-    publishers: Mapping[str, PublisherConfig]
-    routes: tuple[Route, ...]
+    publishers: Mapping[str, PublisherConfig] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    handlers: tuple[HandlerConfig, ...] = ()
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
