@@ -209,7 +209,7 @@ async def _read_inserts(s: ReplicationStream, n: int, within: float = 10.0
     ids: list[bytes] = []
     committed: int | None = None
     deadline = time.monotonic() + within
-    while len(ids) < n:
+    while len(ids) < n or committed is None:  # the commit may come in a later read
         assert time.monotonic() < deadline, f"only {len(ids)} inserts arrived"
         batch = await s.read(1000, 0.2)
         changes, end = decoder.feed((m.lsn, m.payload) for m in batch)
