@@ -29,6 +29,9 @@ from connector.vocabulary import (
     Config,
     ConfigError,
     HandlerConfig,
+    LiveAuth,
+    LiveConfig,
+    LiveRule,
     LoggingConfig,
     PostgresConfig,
     PublisherConfig,
@@ -297,6 +300,9 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
         except ConfigError as exc:
             problems += exc.problems
 
+    live, live_problems = parse_live(data.get("live"))
+    problems += live_problems
+
     pg = data.get("postgres", {})
     if isinstance(pg, dict) and len(str(pg.get("schema", "pgconnector")).encode()) > 40:
         problems.append("postgres.schema: at most 40 bytes")
@@ -323,8 +329,71 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
         capture=CaptureConfig(**data.get("capture", {})),
         logging=LoggingConfig(**log),
         server=ServerConfig(**server) if server is not None else None,
+        live=live,
         source=source,
     )
+
+
+# --------------------------------------------------------------------------- live
+
+_SYMMETRIC = ("HS256", "HS384", "HS512")
+
+
+def parse_live(raw: Any) -> tuple[LiveConfig | None, list[str]]:
+    """The ``live:`` section (its structure already checked by the schema): tables, the
+    token rules, where_claims; problems as ``live.key: message`` lines."""
+    if not isinstance(raw, dict):
+        return None, []
+    problems: list[str] = []
+    tables = []
+    for i, text in enumerate(raw.get("tables") or []):
+        try:
+            tables.append(parse_table(text))
+        except (ValueError, TypeError) as exc:
+            problems.append(f"live.tables[{i}]: {exc}: {text!r}")
+    auth_raw: dict[str, Any] = raw["auth"] if isinstance(raw.get("auth"), dict) else {}
+    jwt = auth_raw.get("jwt") if isinstance(auth_raw.get("jwt"), dict) else None
+    anonymous = auth_raw.get("anonymous", False) is True
+    algorithms = tuple((jwt or {}).get("algorithms", ["HS256"]))
+    if jwt is None and not anonymous:
+        problems.append("live.auth: give jwt (secret or public_key), or anonymous: true to "
+                        "let anyone subscribe")
+    if jwt is not None:
+        has_secret, has_key = "secret" in jwt, "public_key" in jwt
+        if has_secret == has_key:
+            problems.append("live.auth.jwt: give secret (HS*) or public_key, one of them")
+        elif has_secret and any(a not in _SYMMETRIC for a in algorithms):
+            problems.append("live.auth.jwt.algorithms: a secret signs HS256/384/512 only")
+        elif has_key and any(a in _SYMMETRIC for a in algorithms):
+            problems.append("live.auth.jwt.algorithms: a public_key verifies asymmetric "
+                            "algorithms only (HS* need the secret)")
+    rules = []
+    for i, rule in enumerate(raw.get("rules") or []):
+        if not isinstance(rule, dict) or not isinstance(rule.get("table"), str):
+            continue
+        try:
+            table = parse_table(rule["table"])
+        except ValueError as exc:
+            problems.append(f"live.rules[{i}].table: {exc}: {rule['table']!r}")
+            continue
+        if table not in tables:
+            problems.append(f"live.rules[{i}].table: {table} is not in live.tables")
+        rules.append(LiveRule(table, dict(rule.get("where_claims") or {})))
+    if problems:
+        return None, problems
+    replay = raw.get("replay") or {}
+    origins = raw.get("allowed_origins")
+    auth = LiveAuth(secret=(jwt or {}).get("secret"), public_key=(jwt or {}).get("public_key"),
+                    algorithms=algorithms, audience=(jwt or {}).get("audience"),
+                    issuer=(jwt or {}).get("issuer"), anonymous=anonymous)
+    return LiveConfig(
+        tables=tuple(tables), auth=auth, host=raw.get("host", "127.0.0.1"),
+        port=raw.get("port", 8765), path=raw.get("path", "/live"), rules=tuple(rules),
+        allowed_origins=tuple(origins) if origins is not None else None,
+        replay_events=replay.get("events", 10_000), replay_seconds=replay.get("seconds", 300),
+        client_queue=raw.get("client_queue", 1_000),
+        max_subscriptions=raw.get("max_subscriptions", 20),
+        max_message_bytes=raw.get("max_message_bytes", 16_384)), []
 
 
 # --------------------------------------------------------------------------- handlers

@@ -25,8 +25,9 @@ from connector.binding import BoundRoute, TableInfo, bind
 from connector.config import coerce, handler_config
 from connector.delivery.engine import Delivery
 from connector.delivery.parking import Parking
-from connector.handlers import BEFORE_ATTACH, HandlerSink, Snapshot, handler_route
+from connector.handlers import BEFORE_ATTACH, CHANNEL, HandlerSink, Snapshot, handler_route
 from connector.lease import Lease
+from connector.live.sink import LiveSink
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline, Stats
 from connector.publishers.base import Publisher
@@ -39,10 +40,12 @@ from connector.store.install import install
 from connector.store.postgres import PostgresStore
 from connector.store.queries import Queries
 from connector.vocabulary import (
+    OPERATIONS,
     Config,
     ConfigError,
     HandlerConfig,
     PublishError,
+    RetryConfig,
     Route,
     TableName,
 )
@@ -95,6 +98,17 @@ class Connector:
             metrics=self.metrics)
         server = self.config.server
         mounts = [p.mount for p in self.publishers.values() if p.serving]
+        # Live subscriptions: a sink of its own, on the health server's listener when both
+        # are configured on the same host and port, else on a listener of its own.
+        self.live: LiveSink | None = None
+        if (live := self.config.live) is not None:
+            shares = bool(server and server.enabled and (server.host, server.port) == (
+                live.host, live.port))
+            self.live = LiveSink(f"live:{live.path}", live, own_listener=not shares,
+                                 metrics=self.metrics)
+            if shares:
+                mounts.append(self.live.mount)
+            self.delivery.add(self.live, RetryConfig())
         self.health = HealthServer(self.metrics, self.readiness, host=server.host,
                                    port=server.port, mounts=mounts
                                    ) if server and server.enabled else None
@@ -163,6 +177,12 @@ class Connector:
 
     async def _start(self) -> None:
         self._effective = self.config
+        if self.live is not None:  # its tables' changes, whole: the live sink filters
+            routes = list(self.config.routes)
+            for table in self.live.config.tables:
+                routes.append(Route(len(routes), table, frozenset(OPERATIONS), self.live.name,
+                                    CHANNEL, path="live.tables"))
+            self._effective = dataclasses.replace(self.config, routes=tuple(routes))
         for sub in self._pending:
             sub.name = ""
         for sub in self._pending:  # config handlers first: named as with_handlers names them
@@ -182,10 +202,14 @@ class Connector:
             await conn.close()
         self._bound = bind(self._effective, infos)
         self.router = Router(self._effective, self._bound)
+        if self.live is not None:
+            self.live.bind(infos)
         for sub in self._pending:
             self._add_sink(sub, infos)
         self._pending = []
         await self._open()  # fail fast when the database is unreachable at start
+        if self.live is not None:
+            await self.live.open()  # its own listener, when it has one
         for p in self.publishers.values():
             try:
                 await p.open()
@@ -233,7 +257,8 @@ class Connector:
     async def _close(self) -> None:
         await self.parking.stop()
         await self._close_reader()
-        for p in [*self.publishers.values(), *self.handlers.values()]:
+        for p in [*self.publishers.values(), *self.handlers.values(),
+                  *([self.live] if self.live else [])]:
             await p.close()
         self.state = "stopped"
         if self.health is not None:

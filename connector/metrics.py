@@ -56,6 +56,23 @@ class Metrics:
         self._reconnects = Counter(
             "pgconnector_reconnects", "Connections re-opened after a loss.",
             ["target"], registry=r)
+        self._live_clients = Gauge(
+            "pgconnector_live_clients", "Live subscription clients connected.", registry=r)
+        self._live_subscriptions = Gauge(
+            "pgconnector_live_subscriptions", "Live subscriptions of the connected clients.",
+            registry=r)
+        self._live_sent = Counter(
+            "pgconnector_live_events_sent", "Events sent to live clients.", ["transport"],
+            registry=r)
+        self._live_resyncs = Counter(
+            "pgconnector_live_resyncs", "Resyncs sent to live clients (slow: fell behind; "
+            "resume: asked for an id older than the replay buffer).", ["reason"], registry=r)
+        self._live_slow = Counter(
+            "pgconnector_live_slow_closes", "Live clients closed for falling behind.",
+            registry=r)
+        self._live_auth = Counter(
+            "pgconnector_live_auth_failures", "Live connections refused for their token.",
+            registry=r)
         self._state = Gauge(
             "pgconnector_state", "1 for the connector's current state, 0 for the others.",
             ["state"], registry=r)
@@ -143,6 +160,21 @@ class Metrics:
             self.dead_lettered(publisher, route_label(route), n)
 
     # ------------------------------------------------------------------ gauges
+
+    def live_clients(self, clients: int, subscriptions: int) -> None:
+        self._live_clients.set(clients)
+        self._live_subscriptions.set(subscriptions)
+
+    def live_sent(self, transport: str, n: int = 1) -> None:
+        self._live_sent.labels(transport).inc(n)
+
+    def live_resync(self, reason: str) -> None:
+        self._live_resyncs.labels(reason).inc()
+        if reason == "slow":
+            self._live_slow.inc()
+
+    def live_auth_failure(self) -> None:
+        self._live_auth.inc()
 
     def set_state(self, state: str) -> None:
         if state not in STATES:

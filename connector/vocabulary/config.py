@@ -148,6 +148,46 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class LiveAuth:
+    """How live clients prove who they are: a JWT (HS* with ``secret``, RS*/ES* with
+    ``public_key``), or nothing at all when ``anonymous`` is set explicitly."""
+
+    secret: str | None = field(default=None, repr=False)
+    public_key: str | None = field(default=None, repr=False)
+    algorithms: tuple[str, ...] = ("HS256",)
+    audience: str | None = None
+    issuer: str | None = None
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class LiveRule:
+    """Row-level authorization for one table: a client only receives rows whose column
+    equals the value of its token's claim, for each (column, claim) pair."""
+
+    table: TableName
+    where_claims: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """Live subscriptions (WebSocket and SSE) served by the daemon (connector/live/)."""
+
+    tables: tuple[TableName, ...]
+    auth: LiveAuth
+    host: str = "127.0.0.1"
+    port: int = 8765
+    path: str = "/live"
+    rules: tuple[LiveRule, ...] = ()
+    allowed_origins: tuple[str, ...] | None = None  # None: any Origin (or none)
+    replay_events: int = 10_000
+    replay_seconds: float = 300.0
+    client_queue: int = 1_000
+    max_subscriptions: int = 20  # per client
+    max_message_bytes: int = 16_384  # a client's own messages
+
+
+@dataclass(frozen=True)
 class Config:
     publishers: Mapping[str, PublisherConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
@@ -156,6 +196,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     server: ServerConfig | None = None  # None: no `server:` section, no server
+    live: LiveConfig | None = None  # None: no `live:` section
     source: str = "<dict>"
 
     @property
