@@ -424,15 +424,25 @@ def demo(
     redis_url: Annotated[str | None, typer.Option(
         help="Also publish to this Redis (default: $REDIS_URL, or the local one if it answers).")
     ] = None,
+    live: Annotated[bool, typer.Option(
+        "--live", help="Serve the demo table on the live endpoint, keep changing it, and "
+                       "print the demo page's URL; until Ctrl-C.")] = False,
+    port: Annotated[int, typer.Option(help="--live: the endpoint's port (0: any free one).")
+                    ] = 8765,
+    seconds: Annotated[float | None, typer.Option(
+        help="--live: stop after this many seconds instead of at Ctrl-C.")] = None,
 ) -> None:
     """Run the whole pipeline on a demo table and show the changes arriving, then clean up.
 
     Uses the PostgreSQL given by DATABASE_URL / PG* variables or the local one; if none
     answers, starts a throwaway PostgreSQL from the installed binaries."""
-    from connector.demo import run_demo
+    from connector.demo import run_demo, run_live_demo
 
     try:
-        code = asyncio.run(run_demo(changes=changes, redis_url=redis_url))
+        if live:
+            code = asyncio.run(run_live_demo(port=port, seconds=seconds))
+        else:
+            code = asyncio.run(run_demo(changes=changes, redis_url=redis_url))
     except DatabaseError as exc:
         fail(str(exc))
     raise typer.Exit(code)

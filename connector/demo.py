@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import random
 import re
 import shutil
 import socket
@@ -232,3 +233,58 @@ async def _make_changes(conn: asyncpg.Connection, n: int) -> int:
     await conn.execute(f"DELETE FROM {DEMO_SCHEMA}.users WHERE id = $1", n)
     await conn.execute(f"TRUNCATE {DEMO_SCHEMA}.users")
     return made + 3
+
+
+async def run_live_demo(port: int = 8765, seconds: float | None = None) -> int:
+    """``pgconnector demo --live``: the demo table streamed to the live endpoint (anonymous),
+    changes made every half second, the demo page's URL printed; until Ctrl-C (or
+    ``seconds``), then everything is removed."""
+    async with _postgres() as pg:
+        conn = await db.connect(pg)
+        table = f"{DEMO_SCHEMA}.users"
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {DEMO_SCHEMA}")
+        await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        await conn.execute(f"CREATE TABLE {table} (id serial PRIMARY KEY, name text NOT NULL, "
+                           "plan text, score int, updated_at timestamptz DEFAULT now())")
+        config = config_from_dict({
+            "postgres": {k: v for k, v in (("dsn", pg.dsn), ("schema", CDC_SCHEMA)) if v},
+            "capture": {"poll_interval": 0.1},
+            "live": {"host": "127.0.0.1", "port": port, "tables": [table],
+                     "auth": {"anonymous": True}}})
+        connector = Connector(config)
+        try:
+            await connector.start()
+            assert connector.live is not None
+            say(f"live demo: open http://127.0.0.1:{connector.live.port}/live/demo"
+                f"?table={table} (Ctrl-C to stop)")
+            await _keep_changing(conn, table, seconds)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await connector.stop()
+            await uninstall(conn, CDC_SCHEMA, force=True)
+            await conn.execute(f"DROP SCHEMA {DEMO_SCHEMA} CASCADE")
+            await conn.close()
+            say("cleaned up: demo table and connector objects removed")
+    return 0
+
+
+async def _keep_changing(conn: asyncpg.Connection, table: str, seconds: float | None) -> None:
+    """Insert, update and delete demo rows at random, twice a second (at most 12 rows)."""
+    rng = random.Random()
+    names = ["ada", "grace", "alan", "edsger", "barbara", "donald", "ken", "margaret"]
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while deadline is None or time.monotonic() < deadline:
+        ids = [r["id"] for r in await conn.fetch(f"SELECT id FROM {table}")]
+        roll = rng.random()
+        if not ids or (roll < 0.4 and len(ids) < 12):
+            await conn.execute(f"INSERT INTO {table} (name, plan, score) VALUES ($1, $2, $3)",
+                               rng.choice(names), rng.choice(["free", "pro"]),
+                               rng.randrange(100))
+        elif roll < 0.85:
+            await conn.execute(f"UPDATE {table} SET score = $2, plan = $3, updated_at = now() "
+                               "WHERE id = $1", rng.choice(ids), rng.randrange(100),
+                               rng.choice(["free", "pro"]))
+        else:
+            await conn.execute(f"DELETE FROM {table} WHERE id = $1", rng.choice(ids))
+        await asyncio.sleep(0.5)

@@ -14,6 +14,7 @@ import contextlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from importlib import resources
 from typing import Any, ClassVar
 
 import structlog
@@ -164,6 +165,14 @@ class LiveSink(Publisher):
         path = self.config.path
         app.router.add_get(path, self._websocket)
         app.router.add_get(f"{path}/sse", self._sse)
+        app.router.add_get(f"{path}/demo", self._demo)
+
+    async def _demo(self, request: web.Request) -> web.Response:
+        """The demo page (connector/live/demo.html), shipped in the package."""
+        page = resources.files("connector.live").joinpath("demo.html").read_text()
+        return web.Response(text=page, content_type="text/html",
+                            headers={"X-Content-Type-Options": "nosniff",
+                                     "Cache-Control": "no-store"})
 
     # ------------------------------------------------------------------ shared
 

@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -144,14 +144,15 @@ async def test_where_claims_cannot_be_widened(live: Live, db: asyncpg.Connection
                        "message": "table public.orders needs a 'sub' claim in the token"}
 
 
-@pytest.mark.parametrize(("tok", "reason"), [
-    (token(secret="another-secret-of-enough-length-xyz"), "signature does not verify"),
-    (token(aud="other-app"), "another audience"),
-    (token(exp=time.time() - 60), "has expired"),
-    ("not.a.jwt", "not a valid JWT"),
-])
-async def test_bad_tokens_get_401_before_the_upgrade(live: Live, tok: str | None,
+@pytest.mark.parametrize(("make", "reason"), [  # made when the test runs: they expire
+    (lambda: token(secret="another-secret-of-enough-length-xyz"), "signature does not verify"),
+    (lambda: token(aud="other-app"), "another audience"),
+    (lambda: token(exp=time.time() - 60), "has expired"),
+    (lambda: "not.a.jwt", "not a valid JWT"),
+], ids=["signature", "audience", "expired", "garbage"])
+async def test_bad_tokens_get_401_before_the_upgrade(live: Live, make: Callable[[], str],
                                                      reason: str) -> None:
+    tok = make()
     params = {"token": tok}
     async with live.session.get(live.base, params=params, headers={
             "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
