@@ -57,9 +57,9 @@ def load(path: Path) -> Config:
 
 def capturing(config: Config) -> Config:
     """The daemon needs something to do: routes, handlers, or both."""
-    if not config.routes and not config.handlers:
-        fail(f"{config.source}: nothing to capture: give routes (with publishers), handlers, "
-             "or both", EXIT_CONFIG)
+    if not config.routes and not config.handlers and config.live is None:
+        fail(f"{config.source}: nothing to capture: give routes (with publishers), handlers "
+             "or live (any of them)", EXIT_CONFIG)
     return config
 
 
@@ -416,6 +416,39 @@ def dead_letters_purge(
 
     purged = _with_conn(cfg, go)
     typer.echo(f"purged {purged} dead letter(s)")
+
+
+@app.command()
+def tail(
+    config: ConfigOpt,
+    queries: Annotated[list[str] | None, typer.Argument(
+        help="Subscriptions as <operations>:<table>[:<column>.<operator>.<value>,...] "
+             "(default: every live table).")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="A token for the endpoint (needed when live.auth has a public_key, no secret).")
+    ] = None,
+    claim: Annotated[list[str] | None, typer.Option(
+        help="name=value claims for the minted token (e.g. for where_claims rules).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
+) -> None:
+    """Follow the running daemon's live endpoint and print events as they happen: readable
+    on a terminal, one JSON event per line otherwise."""
+    from connector.live.tail import TailError
+    from connector.live.tail import tail as follow
+
+    cfg = load(config)
+    if cfg.live is None:
+        fail(f"{config}: no live: section (tail reads the daemon's live endpoint)", EXIT_CONFIG)
+    claims = {}
+    for item in claim or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            fail(f"--claim: expected name=value, got {item!r}", EXIT_CONFIG)
+        claims[name] = value
+    try:
+        asyncio.run(follow(cfg.live, queries or [], token, claims, limit=limit))
+    except TailError as exc:
+        fail(str(exc))
 
 
 @app.command()

@@ -14,7 +14,7 @@ from connector.vocabulary import ConfigError, TableName
 
 def live(**extra: Any) -> dict[str, Any]:
     return {"live": {"tables": ["users", "public.orders"],
-                     "auth": {"jwt": {"secret": "0123456789abcdef0123"}}, **extra}}
+                     "auth": {"jwt": {"secret": "0123456789abcdef0123456789abcdef"}}, **extra}}
 
 
 def problems(data: dict[str, Any]) -> list[str]:
@@ -29,16 +29,16 @@ def test_a_live_section_reads_with_its_defaults() -> None:
     assert cfg.live.tables == (TableName("public", "users"), TableName("public", "orders"))
     assert (cfg.live.host, cfg.live.port, cfg.live.path) == ("127.0.0.1", 8765, "/live")
     assert cfg.live.auth.algorithms == ("HS256",) and not cfg.live.auth.anonymous
-    assert "0123456789" not in repr(cfg.live)  # the secret stays out of reprs
+    assert "0123456789abcdef" not in repr(cfg.live)  # the secret stays out of reprs
     assert cfg.live.rules[0].where_claims == {"customer_id": "sub"}
     assert (cfg.live.replay_events, cfg.live.client_queue) == (10_000, 1_000)
 
 
 @pytest.mark.parametrize(("extra", "expected"), [
     ({"auth": {}}, "live.auth: give jwt (secret or public_key), or anonymous: true"),
-    ({"auth": {"jwt": {"secret": "0123456789abcdef0123", "public_key": "k"}}},
+    ({"auth": {"jwt": {"secret": "0123456789abcdef0123456789abcdef", "public_key": "k"}}},
      "live.auth.jwt: give secret (HS*) or public_key, one of them"),
-    ({"auth": {"jwt": {"secret": "0123456789abcdef0123", "algorithms": ["RS256"]}}},
+    ({"auth": {"jwt": {"secret": "0123456789abcdef0123456789abcdef", "algorithms": ["RS256"]}}},
      "live.auth.jwt.algorithms: a secret signs HS256/384/512 only"),
     ({"auth": {"jwt": {"public_key": "k", "algorithms": ["HS256"]}}},
      "live.auth.jwt.algorithms: a public_key verifies asymmetric algorithms only"),
