@@ -44,7 +44,7 @@ BULK_UPDATE = f"UPDATE {TABLE} SET name = name || '-u', updated_at = now()"
 INSERT_ONE = f"""INSERT INTO {TABLE} (name, payload, updated_at)
 VALUES ($1, $2::jsonb, clock_timestamp()) RETURNING updated_at"""
 
-MEASURES = ("P1", "P2", "P3", "P4", "P5", "idle", "H", "WAL")  # H: handlers.py, WAL: wal.py
+MEASURES = ("P1", "P2", "P3", "P4", "P5", "idle", "H", "L", "WAL")  # handlers, live, wal.py
 
 
 def log(message: str) -> None:

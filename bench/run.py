@@ -17,6 +17,7 @@ the local PostgreSQL (DATABASE_URL or PG*) and Redis (REDIS_URL):
 * P5 - daemon memory over the drain and through a Redis outage (bench/memory.py).
 * idle - the daemon's CPU and queries/s when nothing changes (bench/idle.py).
 * H - in-process handlers: drain, latency, concurrency (bench/handlers.py).
+* L - live subscriptions: 1,000 WebSocket clients, filtered and broadcast (bench/live.py).
 * WAL - the wal source (capture.source: wal) measured as P1-P4 measure the trigger source,
   beside no capture and the trigger source, on a throwaway wal_level=logical cluster with the
   shared server's settings (bench/wal.py).
@@ -58,6 +59,7 @@ from bench.drain import DrainResults, run_p3
 from bench.handlers import run_handlers
 from bench.idle import run_idle
 from bench.latency import run_p4
+from bench.live import run_live
 from bench.machine import code_fingerprint, git_describe, machine_info
 from bench.memory import add_drain_rows, run_outage
 from bench.method import method_notes
@@ -200,6 +202,9 @@ async def main_async(args: argparse.Namespace, measures: tuple[str, ...]) -> int
                         bench, report, workdir))
                 else:
                     skip("H", no_redis)
+            if "L" in measures:
+                await runner.step("L live subscriptions", lambda: run_live(
+                    bench, report, workdir))
             if WAL in measures:
                 why = wal_unavailable()
                 if why is None:
@@ -250,7 +255,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "bench/results.png; with --smoke, a file in the temp directory so "
                              "the committed results stay); the chart goes beside it as .png")
     parser.add_argument("--only", default=None,
-                        help="measures to run, comma-separated: P1,P2,P3,P4,P5,idle,H,WAL "
+                        help="measures to run, comma-separated: P1,P2,P3,P4,P5,idle,H,L,WAL "
                              "(default: all)")
     parser.add_argument("--only-p1", action="store_true", help="same as --only P1")
     parser.add_argument("--clients", default=None,

@@ -43,7 +43,9 @@ async def test_bench_smoke_mode_writes_every_measure(tmp_path: Path) -> None:
                     "(pg_recvlogical to /dev/null)",
                     "P4 wal source: latency commit → subscriber, 1,000 changes/s",
                     "H drain a backlog", "H latency commit → handler call, 1,000 changes/s",
-                    "H a handler sleeping 10 ms", "Idle wal: daemon", "Idle wal: its walsender's",
+                    "H a handler sleeping 10 ms", "L live: 50 WebSocket clients",
+                    "L live: 100 changes/s broadcast", "Idle wal: daemon",
+                    "Idle wal: its walsender's",
                     "Idle wal: transactions/s the daemon"):
         assert measure in table, (measure, table)
     assert "could not be measured" not in table, table

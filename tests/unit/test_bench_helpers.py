@@ -82,7 +82,7 @@ def test_table_renders_rows_and_counts_targets() -> None:
 
 
 def test_parse_only() -> None:
-    assert parse_only(None) == ("P1", "P2", "P3", "P4", "P5", "idle", "H", "WAL")
+    assert parse_only(None) == ("P1", "P2", "P3", "P4", "P5", "idle", "H", "L", "WAL")
     assert parse_only("wal, p3") == ("P3", "WAL")
     assert parse_only("h") == ("H",)
     assert parse_only("p3, P1,IDLE,p3") == ("P1", "P3", "idle")  # canonical order, no repeats
