@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from importlib import resources
 from typing import Any, ClassVar
@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 
 from connector.binding import TableInfo
 from connector.live.auth import AuthError, Identity, Verifier
+from connector.live.index import SubscriptionIndex
 from connector.live.protocol import (
     Catalog,
     ProtocolError,
@@ -69,9 +70,17 @@ class Client:
             self.slow = True
             self.on_slow(self)
 
-    def render(self, entry: Entry) -> list[str]:
+    def render(self, entry: Entry, subs: list[Subscription] | None = None) -> list[str]:
+        """The event messages for ``entry`` (``subs``: only those of these subscriptions),
+        in the order the client subscribed."""
         out = []
-        for sub in self.subscriptions.values():
+        chosen: Iterable[Subscription] = self.subscriptions.values()
+        if subs is not None and len(subs) > 1:
+            ids = {sub.id for sub in subs}
+            chosen = [sub for sub in self.subscriptions.values() if sub.id in ids]
+        elif subs is not None:
+            chosen = subs
+        for sub in chosen:
             if sub.table.schema != entry.schema or sub.table.name != entry.table:
                 continue
             event = sub.render(entry)
@@ -79,10 +88,10 @@ class Client:
                 out.append(dumps({"type": "event", "subscription": sub.id, "event": event}))
         return out
 
-    def offer(self, entry: Entry) -> None:
+    def offer(self, entry: Entry, subs: list[Subscription] | None = None) -> None:
         if self.slow:
             return
-        for text in self.render(entry):
+        for text in self.render(entry, subs):
             self.queue.put_nowait((entry.id, text))
 
 
@@ -101,6 +110,7 @@ class LiveSink(Publisher):
         self.replay = ReplayBuffer(config.replay_events, config.replay_seconds)
         self.catalog = Catalog({}, config.rules)
         self.clients: set[Client] = set()
+        self.index: SubscriptionIndex[Client] = SubscriptionIndex()
         self._runner: web.AppRunner | None = None
         self._port = config.port
         self._closing: set[asyncio.Task[None]] = set()
@@ -151,8 +161,9 @@ class LiveSink(Publisher):
             e = m.event
             entry = self.replay.add(m.message_id, e.schema, e.table, m.name,
                                     _EXACT.decode(m.payload.decode()))
-            for client in clients:
-                client.offer(entry)
+            for client, subs in self.index.candidates(entry).items():
+                if client in self.clients:  # attached (its backlog taken), not given up
+                    client.offer(entry, subs)
         behind = [c for c in clients if c.behind and not c.slow]
         deadline = asyncio.get_running_loop().time() + CATCH_UP
         while behind and asyncio.get_running_loop().time() < deadline:
@@ -205,6 +216,7 @@ class LiveSink(Publisher):
             raise ProtocolError(f"at most {self.config.max_subscriptions} subscriptions per "
                                 "client", sub.id)
         client.subscriptions[sub.id] = sub
+        self.index.add(client, sub)
         self._gauges()
 
     def _gauges(self) -> None:
@@ -226,6 +238,8 @@ class LiveSink(Publisher):
         return [(entry.id, text) for entry in entries for text in client.render(entry)], False
 
     def _detach(self, client: Client) -> None:
+        for sub_id in client.subscriptions:
+            self.index.remove(client, sub_id)
         if client in self.clients:
             self.clients.discard(client)
             self._gauges()
@@ -339,6 +353,7 @@ class LiveSink(Publisher):
         if kind == "unsubscribe":
             if client.subscriptions.pop(msg["id"], None) is None:
                 raise ProtocolError("no such subscription", msg["id"])
+            self.index.remove(client, msg["id"])
             self._gauges()
             await ws.send_str(dumps({"type": "unsubscribed", "id": msg["id"]}))
             return
