@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -55,6 +55,14 @@ class Subscription:
     where: Filter | None = None  # typed
     claims: Filter | None = None  # typed; the client cannot widen it
     columns: frozenset[str] | None = None
+    # Equal for subscriptions that render every event alike (their id included): the live
+    # sink renders once per signature and event, not once per client. Computed once.
+    signature: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signature", repr((
+            self.id, str(self.table), sorted(self.operations), self.where, self.claims,
+            sorted(self.columns) if self.columns is not None else None)))
 
     def render(self, entry: Entry) -> dict[str, Any] | None:
         """The event as this subscription sends it, or None when it is not for it. A row

@@ -70,7 +70,8 @@ class Client:
             self.slow = True
             self.on_slow(self)
 
-    def render(self, entry: Entry, subs: list[Subscription] | None = None) -> list[str]:
+    def render(self, entry: Entry, subs: list[Subscription] | None = None,
+               cache: dict[str, str | None] | None = None) -> list[str]:
         """The event messages for ``entry`` (``subs``: only those of these subscriptions),
         in the order the client subscribed."""
         out = []
@@ -83,16 +84,29 @@ class Client:
         for sub in chosen:
             if sub.table.schema != entry.schema or sub.table.name != entry.table:
                 continue
-            event = sub.render(entry)
-            if event is not None:
-                out.append(dumps({"type": "event", "subscription": sub.id, "event": event}))
+            if cache is None:
+                text = _render(sub, entry)
+            elif sub.signature in cache:
+                text = cache[sub.signature]
+            else:
+                text = cache[sub.signature] = _render(sub, entry)
+            if text is not None:
+                out.append(text)
         return out
 
-    def offer(self, entry: Entry, subs: list[Subscription] | None = None) -> None:
+    def offer(self, entry: Entry, subs: list[Subscription] | None = None,
+              cache: dict[str, str | None] | None = None) -> None:
         if self.slow:
             return
-        for text in self.render(entry, subs):
+        for text in self.render(entry, subs, cache):
             self.queue.put_nowait((entry.id, text))
+
+
+def _render(sub: Subscription, entry: Entry) -> str | None:
+    event = sub.render(entry)
+    if event is None:
+        return None
+    return dumps({"type": "event", "subscription": sub.id, "event": event})
 
 
 class LiveSink(Publisher):
@@ -161,9 +175,10 @@ class LiveSink(Publisher):
             e = m.event
             entry = self.replay.add(m.message_id, e.schema, e.table, m.name,
                                     _EXACT.decode(m.payload.decode()))
+            cache: dict[str, str | None] = {}  # one rendering per signature and event
             for client, subs in self.index.candidates(entry).items():
                 if client in self.clients:  # attached (its backlog taken), not given up
-                    client.offer(entry, subs)
+                    client.offer(entry, subs, cache)
         behind = [c for c in clients if c.behind and not c.slow]
         deadline = asyncio.get_running_loop().time() + CATCH_UP
         while behind and asyncio.get_running_loop().time() < deadline:
