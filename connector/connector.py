@@ -129,7 +129,6 @@ class Connector:
         # by sink name; the config with their routes added, and the routes bound.
         self._pending: list[Subscription] = [Subscription(self, h) for h in self.config.handlers]
         self.handlers: dict[str, HandlerSink] = {}
-        self._subscriptions: dict[str, Subscription] = {}
         self._effective = self.config
         self._bound: list[BoundRoute] = []
         self._attaching = asyncio.Lock()
@@ -355,7 +354,6 @@ class Connector:
         info = infos.get(sub.table)
         sink = HandlerSink(sub.name, sub.config, info.key if info is not None else ())
         self.handlers[sub.name] = sink
-        self._subscriptions[sub.name] = sub
         self.delivery.add(sink, sub.config.retry)
         self.metrics.set_publisher_up(sub.name, True)
         return sink
@@ -404,7 +402,6 @@ class Connector:
     def _forget(self, name: str) -> None:
         self.delivery.remove(name)
         self.handlers.pop(name, None)
-        self._subscriptions.pop(name, None)
 
     async def _detach(self, sub: Subscription) -> None:
         if sub in self._pending:

@@ -59,16 +59,19 @@ class Client:
         self.limit = queue_size
         self.on_slow = on_slow
         self.slow = False
+        self.dropped = asyncio.Event()
 
     @property
     def behind(self) -> bool:
         return self.queue.qsize() > self.limit
 
     def give_up(self) -> None:
-        """Too slow: it gets a resync and is closed (by its connection's handler)."""
+        """Too slow: it gets a resync and is closed (by its connection's handler, which
+        waits on ``dropped``)."""
         if not self.slow:
             self.slow = True
             self.on_slow(self)
+            self.dropped.set()
 
     def render(self, entry: Entry, subs: list[Subscription] | None = None,
                cache: dict[str, str | None] | None = None) -> list[str]:
@@ -127,7 +130,6 @@ class LiveSink(Publisher):
         self.index: SubscriptionIndex[Client] = SubscriptionIndex()
         self._runner: web.AppRunner | None = None
         self._port = config.port
-        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -305,20 +307,14 @@ class LiveSink(Publisher):
 
     async def _serve_websocket(self, request: web.Request, ws: web.WebSocketResponse,
                                identity: Identity) -> None:
-        done = asyncio.Event()
-
-        def slow(client: Client) -> None:
-            self._detach(client)
-            done.set()
-
-        client = Client(identity, self.config.client_queue, slow)
+        client = Client(identity, self.config.client_queue, self._detach)
         for line in self._subscribe_queries(client, request.query.getall("query", [])):
             await ws.send_str(line)
         backlog, resync = self._attach(client, request.query.get("since"))
         writer = asyncio.create_task(self._write_ws(ws, client, backlog, resync))
         expiry = asyncio.create_task(self._expire(identity))
         reader = asyncio.create_task(self._read_ws(ws, client))
-        slowed = asyncio.create_task(done.wait())
+        slowed = asyncio.create_task(client.dropped.wait())
         try:
             await asyncio.wait({writer, reader, expiry, slowed},
                                return_when=asyncio.FIRST_COMPLETED)
@@ -394,13 +390,7 @@ class LiveSink(Publisher):
         except AuthError as exc:
             self.metrics.live_auth_failure()
             raise web.HTTPUnauthorized(text=f"{exc}\n") from None
-        done = asyncio.Event()
-
-        def slow(client: Client) -> None:
-            self._detach(client)
-            done.set()
-
-        client = Client(identity, self.config.client_queue, slow)
+        client = Client(identity, self.config.client_queue, self._detach)
         queries = request.query.getall("query", [])
         if not queries:
             raise web.HTTPBadRequest(text="give at least one query= parameter\n")
@@ -421,7 +411,7 @@ class LiveSink(Publisher):
                 await response.write(_sse_event(event_id, text))
             expiry = asyncio.create_task(self._expire(identity))
             try:
-                while not done.is_set() and not expiry.done():
+                while not client.dropped.is_set() and not expiry.done():
                     try:
                         event_id, text = await asyncio.wait_for(client.queue.get(), SSE_PING)
                     except TimeoutError:
