@@ -91,6 +91,23 @@ async def wait_done(out: Path, daemon: Daemon, timeout: float, what: str) -> flo
     return at
 
 
+async def handled(bench: Bench, workdir: Path, call: str, n: int, timeout: float,
+                  **options: Any) -> tuple[float, Path]:
+    """Start the daemon with the handler ``call`` on the backlog of ``n`` changes waiting;
+    the rate from its consumer_active to the handler having seen all ``n``, and the file
+    the handler wrote."""
+    out = workdir / f"h-{call}.txt"
+    out.unlink(missing_ok=True)
+    daemon = await Daemon(workdir, f"h-{call}", handler_config(bench, call, **options),
+                          env=handler_env(out, n)).start(timeout=60)
+    try:
+        assert daemon.active_at is not None
+        finished = await wait_done(out, daemon, timeout, f"H {call}")
+        return n / (finished - daemon.active_at), out
+    finally:
+        await daemon.stop()
+
+
 async def run_handlers(bench: Bench, report: Report, workdir: Path) -> None:
     await drain(bench, report, workdir)
     await latency(bench, report, workdir)
@@ -115,16 +132,7 @@ async def drain(bench: Bench, report: Report, workdir: Path) -> None:
     n = report.settings.drain_events
     await backlog(bench, n)
     await wait_until_quiet(report, "the H handler drain")
-    out = workdir / "h-noop.txt"
-    out.unlink(missing_ok=True)
-    daemon = await Daemon(workdir, "h-noop", handler_config(bench, "noop"),
-                          env=handler_env(out, n)).start(timeout=60)
-    try:
-        assert daemon.active_at is not None
-        finished = await wait_done(out, daemon, max(120.0, n / 2_000), "H drain")
-        handler_rate = n / (finished - daemon.active_at)
-    finally:
-        await daemon.stop()
+    handler_rate, _ = await handled(bench, workdir, "noop", n, max(120.0, n / 2_000))
     log(f"H drain: {n:,} changes through a no-op handler at {handler_rate:,.0f}/s")
 
     await backlog(bench, n)
@@ -230,18 +238,9 @@ async def concurrency(bench: Bench, report: Report, workdir: Path) -> None:
     await bench.set_capture(True)
     await bench.reset()
     await bench.db.execute(SPREAD_INSERT, PAYLOAD, n)
-    out = workdir / "h-sleepy.txt"
-    out.unlink(missing_ok=True)
     await wait_until_quiet(report, "H concurrency")
-    daemon = await Daemon(workdir, "h-sleepy", handler_config(
-        bench, "sleepy", key="name", concurrency=SLEEP_CONCURRENCY),
-        env=handler_env(out, n)).start()
-    try:
-        assert daemon.active_at is not None
-        finished = await wait_done(out, daemon, max(60.0, n / 100), "H concurrency")
-        rate = n / (finished - daemon.active_at)
-    finally:
-        await daemon.stop()
+    rate, out = await handled(bench, workdir, "sleepy", n, max(60.0, n / 100), key="name",
+                              concurrency=SLEEP_CONCURRENCY)
     per_key: dict[str, list[int]] = collections.defaultdict(list)
     for line in out.read_text().splitlines():
         if not line.startswith("done "):
