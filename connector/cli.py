@@ -56,11 +56,18 @@ def load(path: Path) -> Config:
 
 
 def capturing(config: Config) -> Config:
-    """The daemon needs something to do: routes, handlers, or both."""
-    if not config.routes and not config.handlers and config.live is None:
-        fail(f"{config.source}: nothing to capture: give routes (with publishers), handlers "
-             "or live (any of them)", EXIT_CONFIG)
+    """The daemon needs something to do: routes, handlers, operators or live."""
+    if not (config.routes or config.handlers or config.operators or config.live):
+        fail(f"{config.source}: nothing to capture: give routes (with publishers), handlers, "
+             "operators or live (any of them)", EXIT_CONFIG)
     return config
+
+
+def effective(config: Config) -> Config:
+    """The config with the routes its handlers and operators add: what install captures."""
+    from connector.operators import with_operators
+
+    return with_operators(with_handlers(config))
 
 
 def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
@@ -109,12 +116,24 @@ def main_options(
 
 
 @app.command()
-def validate(config: ConfigOpt) -> None:
-    """Check a config file without touching the database."""
+def validate(
+    config: ConfigOpt,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Do not connect to check the operators' SQL against the database.")
+    ] = False,
+) -> None:
+    """Check a config file. Nothing is written; operators' SQL is prepared against the
+    database (unless --offline), which is the only thing that connects."""
     cfg = capturing(load(config))
     handlers = f", {len(cfg.handlers)} handler(s)" if cfg.handlers else ""
+    operators = f", {len(cfg.operators)} operator(s)" if cfg.operators else ""
+    if cfg.operators and not offline:
+        from connector.store import operators as operator_checks
+
+        _with_conn(cfg, lambda c: operator_checks.check(c, effective(cfg)))
+        operators += " checked against the database"
     typer.echo(f"OK: {config} ({len(cfg.publishers)} publisher(s), {len(cfg.routes)} route(s), "
-               f"{len(with_handlers(cfg).tables)} table(s){handlers})")
+               f"{len(effective(cfg).tables)} table(s){handlers}{operators})")
 
 
 @app.command()
@@ -166,7 +185,7 @@ def install_cmd(
     async def go() -> install.InstallReport:
         conn = await db.connect(cfg.postgres)
         try:
-            return await install.install(conn, with_handlers(cfg), recreate_slot=recreate_slot)
+            return await install.install(conn, effective(cfg), recreate_slot=recreate_slot)
         finally:
             await conn.close()
 
@@ -216,13 +235,20 @@ def status(
     """Installed tables, outbox backlog, dead letters and the active consumer."""
     from connector import db
     from connector.store import install
+    from connector.store.operators import SINCE_VERSION
+    from connector.store.operators import status as operator_status
 
     cfg = load(config)
 
     async def go() -> dict[str, Any]:
         conn = await db.connect(cfg.postgres)
         try:
-            return await install.status(conn, cfg.postgres.schema)
+            info = await install.status(conn, cfg.postgres.schema)
+            if info["installed"] and str(info["schema_version"]).isdigit() \
+                    and int(info["schema_version"]) >= SINCE_VERSION:
+                info["operators"] = await operator_status(
+                    conn, cfg.postgres.schema, [o.sink for o in cfg.operators])
+            return info
         finally:
             await conn.close()
 
@@ -244,6 +270,12 @@ def status(
         typer.echo(f"parked for {name} (unavailable): {p['messages']} message(s), "
                    f"oldest {p['oldest_age_seconds']:.1f}s")
     typer.echo(f"dead letters: {info['dead_letters']}")
+    for o in info.get("operators", []):
+        applied = "nothing applied yet" if o["position"] is None else (
+            f"applied {o['changes']} change(s), last {o['last_event_id']} at "
+            f"{o['position']}, {o['applied_at']}")
+        typer.echo(f"operator {o['name']}: {applied}; {o['dead_letters']} dead letter(s), "
+                   f"{o['parked']} waiting to retry")
     if (slot := info.get("slot")) is not None:
         typer.echo(_slot_line(slot))
     a = info["active_consumer"]
@@ -387,7 +419,8 @@ def dead_letters_retry(
     cfg = load(config)
     sel = _selection(publisher, table, older_than, newer_than, ids)
     picked = _with_conn(cfg, lambda c: dead_letters.select(c, cfg.postgres.schema, sel))
-    unknown = sorted(set(picked.values()) - set(cfg.publishers))
+    known = set(cfg.publishers) | {r.publisher for r in effective(cfg).routes}
+    unknown = sorted(set(picked.values()) - known)
     if unknown:
         fail(f"publisher(s) {', '.join(map(repr, unknown))} not in {config}: select others "
              "with --publisher, or purge them")
@@ -416,6 +449,40 @@ def dead_letters_purge(
 
     purged = _with_conn(cfg, go)
     typer.echo(f"purged {purged} dead letter(s)")
+
+
+operators_app = typer.Typer(help="Operators: derived tables kept up to date by SQL.",
+                            no_args_is_help=True)
+app.add_typer(operators_app, name="operators")
+
+
+@operators_app.command("rebuild")
+def operators_rebuild(
+    name: Annotated[str, typer.Argument(help="The operator's name.", show_default=False)],
+    config: ConfigOpt,
+    chunk: Annotated[int, typer.Option(min=1, max=100_000,
+                                       help="Keys per transaction.")] = 500,
+) -> None:
+    """Recompute an operator's whole target (its rebuild_sql, or its sql for every key of its
+    tables, in chunks) while the daemon streams: no change made meanwhile is lost."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from connector.store import operators as operator_store
+
+    cfg = capturing(load(config))
+    shown = sys.stderr.isatty()
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeElapsedColumn(), transient=True,
+                   disable=not shown)
+    task = bar.add_task(f"rebuilding {name}", total=None)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    with bar:
+        keys = _with_conn(cfg, lambda c: operator_store.rebuild(
+            c, effective(cfg), name, chunk=chunk, progress=progress))
+    typer.echo(f"rebuilt {name}: " + (f"{keys} key(s)" if keys else "rebuild_sql ran"))
 
 
 @app.command()

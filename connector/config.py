@@ -7,7 +7,9 @@ connection, so an invalid file never touches the database.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import json
 import os
 import re
@@ -22,9 +24,11 @@ import yaml
 from connector import resources
 from connector.compat import ably as ably_compat
 from connector.filters.parse import parse_where
+from connector.operators import loops
 from connector.publishers.registry import publisher_class
 from connector.vocabulary import (
     OPERATIONS,
+    OPERATOR_RETRY,
     CaptureConfig,
     Config,
     ConfigError,
@@ -33,11 +37,13 @@ from connector.vocabulary import (
     LiveConfig,
     LiveRule,
     LoggingConfig,
+    OperatorConfig,
     PostgresConfig,
     PublisherConfig,
     RetryConfig,
     Route,
     ServerConfig,
+    TableName,
     format_path,
     join_path,
     parse_table,
@@ -303,6 +309,10 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
     live, live_problems = parse_live(data.get("live"))
     problems += live_problems
 
+    raw_operators = data.get("operators") if isinstance(data.get("operators"), list) else []
+    operators, operator_problems = parse_operators(raw_operators)
+    problems += operator_problems
+
     pg = data.get("postgres", {})
     if isinstance(pg, dict) and len(str(pg.get("schema", "pgconnector")).encode()) > 40:
         problems.append("postgres.schema: at most 40 bytes")
@@ -325,6 +335,7 @@ def parse(data: Any, source: str = "<dict>", env: Mapping[str, str] | None = Non
         publishers=publishers,
         routes=tuple(routes),
         handlers=tuple(handlers),
+        operators=tuple(operators),
         postgres=PostgresConfig(**pg),
         capture=CaptureConfig(**data.get("capture", {})),
         logging=LoggingConfig(**log),
@@ -394,6 +405,135 @@ def parse_live(raw: Any) -> tuple[LiveConfig | None, list[str]]:
         client_queue=raw.get("client_queue", 1_000),
         max_subscriptions=raw.get("max_subscriptions", 20),
         max_message_bytes=raw.get("max_message_bytes", 16_384)), []
+
+
+# --------------------------------------------------------------------------- operators
+
+
+def parse_operators(raw: list[Any]) -> tuple[list[OperatorConfig], list[str]]:
+    """The ``operators:`` entries (their structure already checked by the schema), with the
+    checks that need no database: names, tables, delete_with, target, loops through the
+    declared targets (connector/store/operators.py checks the SQL against the database)."""
+    problems: list[str] = []
+    out: list[OperatorConfig] = []
+    names: set[str] = set()
+    for i, item in enumerate(raw):
+        path = f"operators[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) \
+                or not isinstance(item.get("tables"), dict):
+            continue  # a schema problem, reported
+        name = item["name"]
+        if name in names:
+            problems.append(f"{path}.name: {name!r} is used by an earlier operator")
+        names.add(name)
+        try:
+            options = {k: v for k, v in item.items() if k not in ("name", "tables", "call")}
+            function = None
+            if isinstance(item.get("call"), str):
+                try:
+                    function = resolve_call(item["call"])
+                except ValueError as exc:
+                    problems.append(f"{path}.call: {exc}")
+                    continue
+            out.append(operator_config(name, item["tables"], function, options, path,
+                                       call=item.get("call")))
+        except ConfigError as exc:
+            problems += exc.problems
+    if not problems:
+        problems += loops(out, {op.name: [op.target] for op in out if op.target is not None})
+    return out, problems
+
+
+_operator_validator: jsonschema.protocols.Validator | None = None
+
+
+def _operator_options_validator() -> jsonschema.protocols.Validator:
+    """The config's ``$defs/operator`` without ``call`` (code passes the function itself)."""
+    global _operator_validator
+    if _operator_validator is None:
+        schema = json.loads(resources.schema_text())
+        operator = dict(schema["$defs"]["operator"])
+        operator["properties"] = {k: v for k, v in operator["properties"].items()
+                                  if k != "call"}
+        _operator_validator = jsonschema.Draft202012Validator(
+            {**operator, "$defs": schema["$defs"]})
+    return _operator_validator
+
+
+def operator_config(name: str, tables: Mapping[str, Any], function: Any,
+                    options: Mapping[str, Any], path: str, *, call: str | None = None,
+                    checked: bool = True) -> OperatorConfig:
+    """An operator from its name, tables, Python function (or None) and options (the
+    config's other keys); ``checked``: the config schema validated them already (else they
+    are checked here: ``Connector.operator``). Problems raise ConfigError naming ``path``."""
+    problems: list[str] = []
+    if not checked:
+        if function is not None and not callable(function):
+            raise ConfigError([f"{path}: the operator must be callable, got "
+                               f"{type(function).__name__}"])
+        data = {**options, "name": name, "tables": dict(tables)}
+        for err in sorted(_leaf_errors(_operator_options_validator().iter_errors(data)),
+                          key=lambda e: [str(x) for x in e.absolute_path]):
+            where = format_path(list(err.absolute_path))
+            problems.append(f"{path}{'' if where == '<root>' else '.' + where}: "
+                            f"{_describe(err)}")
+        if problems:
+            raise ConfigError(problems)
+    parsed: dict[TableName, str] = {}
+    for text, column in tables.items():
+        where = join_path(f"{path}.tables", str(text))
+        try:
+            table = parse_table(str(text))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}: {text!r}")
+            continue
+        if not isinstance(column, str) or not column:
+            problems.append(f"{where}: expected the key column's name, got {column!r}")
+        elif table in parsed:
+            problems.append(f"{where}: {table} is listed twice")
+        else:
+            parsed[table] = column
+    sql = options.get("sql")
+    if (sql is None) == (function is None):
+        problems.append(f"{path}: give sql or call (a Python operator), one of them")
+    elif function is not None and not inspect.iscoroutinefunction(function):
+        problems.append(f"{path}{'.call' if call else ''}: a Python operator is an "
+                        "async def f(tx, key, events) (it runs on the transaction's "
+                        "connection, on the event loop)")
+    delete_with: set[TableName] = set()
+    for j, text in enumerate(options.get("delete_with") or []):
+        try:
+            table = parse_table(str(text))
+        except ValueError as exc:
+            problems.append(f"{path}.delete_with[{j}]: {exc}: {text!r}")
+            continue
+        if table not in parsed:
+            problems.append(f"{path}.delete_with[{j}]: {table} is not among the operator's "
+                            "tables")
+        delete_with.add(table)
+    target = target_key = None
+    raw_target = options.get("target")
+    if isinstance(raw_target, dict):
+        try:
+            target = parse_table(str(raw_target.get("table")))
+        except ValueError as exc:
+            problems.append(f"{path}.target.table: {exc}: {raw_target.get('table')!r}")
+        target_key = raw_target.get("key")
+    if delete_with and target is None:
+        problems.append(f"{path}.delete_with: needs target (the table and key column whose "
+                        "row a delete removes)")
+    if problems:
+        raise ConfigError(problems)
+    retry = options.get("retry")
+    return OperatorConfig(
+        name=name, tables=parsed, sql=sql, function=function,
+        operations=frozenset(options.get("operations", ("insert", "update", "delete"))),
+        on_truncate=options.get("on_truncate", "rebuild"), delete_with=frozenset(delete_with),
+        target=target, target_key=target_key, rebuild_sql=options.get("rebuild_sql"),
+        coalesce=options.get("coalesce", True),
+        retry=dataclasses.replace(OPERATOR_RETRY, **retry) if isinstance(retry, dict)
+        else OPERATOR_RETRY,
+        path=path, call=call)
 
 
 # --------------------------------------------------------------------------- handlers

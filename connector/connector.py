@@ -22,19 +22,21 @@ import structlog
 
 from connector import db
 from connector.binding import BoundRoute, TableInfo, bind
-from connector.config import coerce, handler_config
+from connector.config import coerce, handler_config, operator_config
 from connector.delivery.engine import Delivery
 from connector.delivery.parking import Parking
 from connector.handlers import BEFORE_ATTACH, CHANNEL, HandlerSink, Snapshot, handler_route
 from connector.lease import Lease
 from connector.live.sink import LiveSink
 from connector.metrics import Metrics
+from connector.operators import OperatorSink, operator_routes
 from connector.pipeline import Pipeline, Stats
 from connector.publishers.base import Publisher
 from connector.publishers.registry import publisher_class
 from connector.readers import ReaderDisconnected, open_reader
 from connector.router import Router
 from connector.server import HealthServer, Readiness
+from connector.store import operators as operator_checks
 from connector.store.catalog import table_info
 from connector.store.install import install
 from connector.store.postgres import PostgresStore
@@ -44,6 +46,7 @@ from connector.vocabulary import (
     Config,
     ConfigError,
     HandlerConfig,
+    OperatorConfig,
     PublishError,
     RetryConfig,
     Route,
@@ -129,6 +132,9 @@ class Connector:
         # by sink name; the config with their routes added, and the routes bound.
         self._pending: list[Subscription] = [Subscription(self, h) for h in self.config.handlers]
         self.handlers: dict[str, HandlerSink] = {}
+        # Operators: those of the config and of Connector.operator, then their sinks.
+        self._operators: list[OperatorConfig] = list(self.config.operators)
+        self.operators: dict[str, OperatorSink] = {}
         self._effective = self.config
         self._bound: list[BoundRoute] = []
         self._attaching = asyncio.Lock()
@@ -187,10 +193,18 @@ class Connector:
         for sub in self._pending:  # config handlers first: named as with_handlers names them
             self._effective = dataclasses.replace(
                 self._effective, routes=(*self._effective.routes, self._route(sub)))
+        routes = list(self._effective.routes)
+        for op in self._operators:  # as connector.operators.with_operators makes them
+            routes += operator_routes(op, 1 + max([r.index for r in routes] or [-1]))
+        self._effective = dataclasses.replace(self._effective, routes=tuple(routes),
+                                              operators=tuple(self._operators))
         conn = await db.connect(self.config.postgres)
         try:
+            # Operators' SQL prepared against the database: a mistake is a config error
+            # (exit 2) before anything is installed.
+            bindings = await operator_checks.check(conn, self._effective)
             if self.install:
-                report = await install(conn, self._effective)
+                report = await install(conn, self._effective, checked=True)
                 log.info("installed", schema=self.config.postgres.schema, added=report.added,
                          changed=report.changed, removed=report.removed,
                          unchanged=len(report.unchanged))
@@ -206,6 +220,10 @@ class Connector:
         for sub in self._pending:
             self._add_sink(sub, infos)
         self._pending = []
+        for op in self._operators:
+            sink = self.operators[op.sink] = OperatorSink(op, bindings[op.name])
+            self.delivery.add(sink, op.retry)
+            self.metrics.set_publisher_up(sink.name, True)
         await self._open()  # fail fast when the database is unreachable at start
         if self.live is not None:
             await self.live.open()  # its own listener, when it has one
@@ -257,7 +275,7 @@ class Connector:
         await self.parking.stop()
         await self._close_reader()
         for p in [*self.publishers.values(), *self.handlers.values(),
-                  *([self.live] if self.live else [])]:
+                  *self.operators.values(), *([self.live] if self.live else [])]:
             await p.close()
         self.state = "stopped"
         if self.health is not None:
@@ -323,6 +341,28 @@ class Connector:
         def register(function: F) -> F:
             self._pending.append(Subscription(self, dataclasses.replace(
                 config, function=function)))
+            return function
+
+        return register
+
+    def operator(self, tables: Mapping[str, str], *, name: str | None = None,
+                 **options: Any) -> Callable[[F], F]:
+        """Decorator: a Python operator, ``async def f(tx, key, events)``, called in the
+        transaction that takes the changes of ``tables`` (table -> key column), once per
+        changed key and batch (``events``: that key's changes, in order); ``tx`` runs SQL
+        (``execute``, ``executemany``, ``fetch``, ``fetchrow``, ``fetchval``). Options as an
+        ``operators:`` entry's (README: Operators); ``name`` defaults to the function's.
+        Before start only."""
+        if self._task is not None:
+            raise RuntimeError("Connector.operator is for before start()")
+
+        def register(function: F) -> F:
+            op_name = str(name or getattr(function, "__name__", "operator"))
+            path = f"operator({op_name!r})"
+            config = operator_config(op_name, tables, function, options, path, checked=False)
+            if any(o.name == op_name for o in self._operators):
+                raise ConfigError([f"{path}: an operator named {op_name!r} exists already"])
+            self._operators.append(config)
             return function
 
         return register

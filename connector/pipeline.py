@@ -33,7 +33,7 @@ from connector.delivery.parking import Parking
 from connector.metrics import Metrics
 from connector.readers.base import Batch, Reader, ReaderDisconnected
 from connector.router import Router
-from connector.store.base import Executor, Store
+from connector.store.base import Applied, Executor, Store
 from connector.vocabulary import Message, Outcome
 
 log = structlog.get_logger("pgconnector")
@@ -75,6 +75,9 @@ class Pipeline:
         self._warned_limit = False  # the slot-near-its-limit warning, once per episode
         # Sinks delivered on the batch's writer (their effect commits with the ack).
         self._in_tx = frozenset(n for n, s in delivery.sinks.items() if s.transactional)
+        # Where each of them stands (ChangeEvent.order of the last change it took), when the
+        # writer is not atomic with the ack: what is at or before it is not theirs again.
+        self.applied: dict[str, tuple[int, int]] = {}
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
@@ -84,6 +87,8 @@ class Pipeline:
     async def start(self) -> None:
         """Called once the lease is held: messages parked before (by this or another
         instance) go first."""
+        if self._in_tx and not self.reader.atomic_writer:
+            self.applied = await self.store.applied(self.session, sorted(self._in_tx))
         for name in await self.store.parked_among(self.session, sorted(self.delivery.sinks)):
             self.parking.park(name, self.lease())
 
@@ -109,6 +114,9 @@ class Pipeline:
         try:
             await self.parking.unpark_drained(self.session)
             messages = self.router.route(batch.events)
+            taken: list[Applied] = []
+            if self._in_tx:
+                messages, taken = self._transactional(messages)
             # A parked sink's messages queue behind what it already has waiting.
             waiting, direct = self.parking.split(messages)
             in_tx: list[Message] = []
@@ -116,7 +124,7 @@ class Pipeline:
                 in_tx = [m for m in direct if m.publisher in self._in_tx]
                 direct = [m for m in direct if m.publisher not in self._in_tx]
             outcome = await self._deliver(direct) if direct else Outcome()
-            if in_tx or outcome.dead or waiting or outcome.parked:
+            if in_tx or taken or outcome.dead or waiting or outcome.parked:
                 async with self.reader.writer(batch) as tx:
                     if in_tx:
                         more = await self._deliver(in_tx, tx)
@@ -126,8 +134,11 @@ class Pipeline:
                     parked = waiting + outcome.parked
                     if outcome.dead or parked:
                         await self.store.record(tx, outcome.dead, parked)
+                    if taken:
+                        await self.store.record_applied(tx, taken)
             parked = waiting + outcome.parked
             await self.reader.ack(batch)
+            self.applied.update((a.sink, a.order) for a in taken)
         except BaseException:
             await self.reader.nack(batch)
             raise
@@ -150,6 +161,25 @@ class Pipeline:
         self.stats.parked += len(parked)
         log.debug("batch_delivered", events=len(batch.events), messages=len(messages))
         return outcome
+
+    def _transactional(self, messages: list[Message]) -> tuple[list[Message], list[Applied]]:
+        """Drop what transactional sinks took already (a batch read again after the writer
+        committed and the ack did not happen: wal only), and note the last change each takes
+        now, to record on the writer."""
+        applied, skip = self.applied, not self.reader.atomic_writer
+        last: dict[str, Message] = {}
+        counts: dict[str, int] = {}
+        kept: list[Message] = []
+        for m in messages:
+            name = m.publisher
+            if name in self._in_tx:
+                if skip and name in applied and m.event.order <= applied[name]:
+                    continue
+                last[name] = m
+                counts[name] = counts.get(name, 0) + 1
+            kept.append(m)
+        return kept, [Applied(n, m.event.order, m.message_id, counts[n])
+                      for n, m in last.items()]
 
     async def _deliver(self, messages: list[Message], tx: Executor | None = None) -> Outcome:
         """Deliver, unless the reader's session dies meanwhile (then stop publishing: see

@@ -35,7 +35,7 @@ from connector.pipeline import Pipeline, Stats
 from connector.publishers.base import Publisher
 from connector.readers.base import Batch, Reader, ReaderDisconnected
 from connector.router import Router
-from connector.store.base import Backlog, Executor, ParkedLot, ParkedMessage, Row, Store
+from connector.store.base import Applied, Backlog, Executor, ParkedLot, ParkedMessage, Row, Store
 from connector.vocabulary import (
     OPERATIONS,
     ChangeEvent,
@@ -96,6 +96,10 @@ class MemoryTransaction:
         raise NotImplementedError("the memory store runs no SQL")
 
     async def execute(self, sql: str, *args: Any, long: bool = False) -> str:
+        raise NotImplementedError("the memory store runs no SQL")
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]], *,
+                          long: bool = False) -> None:
         raise NotImplementedError("the memory store runs no SQL")
 
 
@@ -194,6 +198,7 @@ class MemoryStore(Store):
         self.dead: list[DeadLetter] = []
         self.parked: dict[str, list[_Row]] = {}
         self.lease_held = True
+        self.positions: dict[str, tuple[int, int]] = {}  # record_applied's, once acked
         self._ids = itertools.count(1)
 
     def parked_messages(self, sink: str) -> list[Message]:
@@ -223,6 +228,18 @@ class MemoryStore(Store):
 
     async def backlog(self, ex: Executor) -> Backlog:
         return Backlog(None, None, {s: len(rows) for s, rows in self.parked.items() if rows})
+
+    async def applied(self, ex: Executor, sinks: Sequence[str]) -> dict[str, tuple[int, int]]:
+        return {s: self.positions[s] for s in sinks if s in self.positions}
+
+    async def record_applied(self, ex: Executor, applied: Sequence[Applied]) -> None:
+        def apply() -> None:
+            self.positions.update({a.sink: a.order for a in applied})
+
+        if isinstance(ex, MemoryTransaction):
+            ex.pending.append(apply)
+        else:
+            apply()
 
     def lot(self, sink: str, lease: tuple[int, int]) -> ParkedLot:
         return _MemoryLot(self, sink)
@@ -271,6 +288,10 @@ class _MemoryLot(ParkedLot):
 
     async def reset(self) -> None:
         pass
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        yield MemoryTransaction()
 
 
 class RecordingSink(Publisher):

@@ -146,6 +146,11 @@ class Delivery:
         if len(by_sink) == 1:
             (name, batch), = by_sink.items()
             await self._deliver_one(self.sinks[name], batch, outcome, tx)
+        elif tx is not None:
+            # One connection: transactional sinks take turns on it (their savepoints must
+            # not interleave).
+            for name, batch in by_sink.items():
+                await self._deliver_one(self.sinks[name], batch, outcome, tx)
         elif by_sink:
             await asyncio.gather(*(self._deliver_one(self.sinks[n], b, outcome, tx)
                                    for n, b in by_sink.items()))

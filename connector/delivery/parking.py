@@ -111,15 +111,23 @@ class Drainer:
 
     async def drain_once(self, failures: int = 0) -> float | None:
         """One fetch, one try, one settling transaction. Returns None when all got through,
-        -1 when nothing is parked, else the least wait a rate limit asked for."""
+        -1 when nothing is parked, else the least wait a rate limit asked for. A
+        transactional sink (an operator) is given the lot's transaction, in which the fetch
+        locks the messages and the settling commits with what the sink wrote: applied once."""
         if self.retry.max_age is not None:
             await self._expire(self.retry.max_age)
+        if not self.sink.transactional:
+            return await self._drain(failures, None)
+        async with self.lot.transaction() as tx:
+            return await self._drain(failures, tx)
+
+    async def _drain(self, failures: int, tx: Executor | None) -> float | None:
         head = await self.lot.head(PROBE if failures else self.batch_size)
         if not head:
             return -1.0
         self.idle = False
         messages = [p.message for p in head]
-        result = await self.delivery.attempt(self.sink, messages)
+        result = await self.delivery.attempt(self.sink, messages, tx)
         delivered = [p.id for i, p in enumerate(head) if i not in result.failures]
         failed: list[tuple[int, str]] = []
         dead: list[tuple[int, str, int]] = []

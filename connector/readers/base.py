@@ -42,10 +42,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from connector.store.base import Executor
-from connector.vocabulary import ChangeEvent
+from connector.vocabulary import ChangeEvent, ConnectionLost
 
 
-class ReaderDisconnected(Exception):
+class ReaderDisconnected(ConnectionLost):
     """The reader lost its database session (and with it, the consumer lease)."""
 
 
@@ -59,6 +59,11 @@ class Reader(ABC):
     #: set once the session is lost or stops answering: whoever publishes for this reader
     #: must stop at once, another instance may take over
     lost: asyncio.Event
+    #: ``writer(batch)`` commits with ``ack`` (the trigger reader's claim transaction), so a
+    #: transactional sink's writes happen exactly once by themselves. False (wal): the writer
+    #: commits before ``ack``, so the engine also records on it the last change each
+    #: transactional sink took, and skips changes at or before it (ChangeEvent.order).
+    atomic_writer: bool = True
 
     @abstractmethod
     async def open(self) -> None:

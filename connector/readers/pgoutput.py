@@ -82,6 +82,7 @@ class Change:
     old: list[Any] | None = None
     old_is_key: bool = False  # old holds the replica identity key only
     part: int = 0  # the relation's index in a TRUNCATE of several tables
+    final_lsn: int = 0  # where its transaction commits (from its BEGIN)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Decoder:
     relations: dict[int, Relation] = field(default_factory=dict)
     _xid: int = 0
     _commit_time: int = 0
+    _final_lsn: int = 0
 
     def reset(self) -> None:
         """A new decoding session (each peek is one) describes its relations anew."""
@@ -105,13 +107,14 @@ class Decoder:
         for lsn, data in rows:
             kind = data[0]
             if kind == 0x42:  # B
-                _, self._commit_time, self._xid = _BEGIN(data, 1)
+                self._final_lsn, self._commit_time, self._xid = _BEGIN(data, 1)
             elif kind == 0x43:  # C
                 committed = _COMMIT(data, 1)[1]
             elif kind == 0x49:  # I
                 rel = self._relation(data)
                 new, _ = _tuple(data, 6)
-                changes.append(Change(lsn, self._xid, self._commit_time, "insert", rel, new))
+                changes.append(Change(lsn, self._xid, self._commit_time, "insert", rel, new,
+                                      final_lsn=self._final_lsn))
             elif kind == 0x55:  # U
                 rel = self._relation(data)
                 old, old_is_key, at = None, False, 5
@@ -120,18 +123,18 @@ class Decoder:
                     old, at = _tuple(data, at + 1)
                 new, _ = _tuple(data, at + 1)  # after N
                 changes.append(Change(lsn, self._xid, self._commit_time, "update", rel, new,
-                                      old, old_is_key))
+                                      old, old_is_key, final_lsn=self._final_lsn))
             elif kind == 0x44:  # D
                 rel = self._relation(data)
                 old, _ = _tuple(data, 6)
                 changes.append(Change(lsn, self._xid, self._commit_time, "delete", rel, None,
-                                      old, data[5] == 0x4B))
+                                      old, data[5] == 0x4B, final_lsn=self._final_lsn))
             elif kind == 0x54:  # T
                 (count,) = _I32(data, 1)
                 for i in range(count):
                     rel = self.relations[_U32(data, 6 + 4 * i)[0]]
                     changes.append(Change(lsn, self._xid, self._commit_time, "truncate", rel,
-                                          part=i))
+                                          part=i, final_lsn=self._final_lsn))
             elif kind == 0x52:  # R
                 self._describe(data)
             elif kind == 0x4D:  # M: a logical message
@@ -294,4 +297,4 @@ def event(change: Change, resolved: Mapping[tuple[int, bytes], bytes],
     data["commit_time"] = _commit_time(change.commit_time)
     data["lsn"] = lsn_text(change.lsn)
     return ChangeEvent(change.lsn, rel.schema, rel.name, change.op, orjson.dumps(data), key,
-                       event_id)
+                       event_id, change.final_lsn)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -141,6 +141,10 @@ class ConsumerSession:
 
     async def execute(self, sql: str, *args: Any, long: bool = False) -> str:
         return str(await self.call(self.conn.execute, sql, *args, long=long))
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]], *,
+                          long: bool = False) -> None:
+        await self.call(self.conn.executemany, sql, args, long=long)
 
     # ------------------------------------------------------------------ transactions
 

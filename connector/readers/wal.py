@@ -75,6 +75,8 @@ STATUS_INTERVAL = 5.0
 
 
 class WalReader(SessionReader):
+    atomic_writer = False  # the slot moves after the writer committed: see Reader
+
     def __init__(self, session: ConsumerSession, store: PostgresStore,
                  capture: CaptureConfig) -> None:
         super().__init__(session, store, capture)
@@ -212,9 +214,12 @@ class WalReader(SessionReader):
     @contextlib.asynccontextmanager
     async def writer(self, batch: Batch) -> AsyncIterator[Executor]:
         """A transaction of its own, committed before ``ack`` moves the slot past the batch:
-        a crash between the two delivers again, never loses."""
+        a crash between the two delivers again, never loses. Its commit waits for the WAL
+        flush (unlike the session's other work): once the slot moves, what the batch wrote
+        (an operator's effect and position, parked messages) must survive a server crash."""
         tx = await self.session.begin()
         try:
+            await self.session.execute("SET LOCAL synchronous_commit TO on")
             yield self.session
         except BaseException:
             await self.session.rollback_quietly(tx)

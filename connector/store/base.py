@@ -16,17 +16,21 @@ When the engine calls what (connector/pipeline.py, connector/delivery/parking.py
 - ``record``: with a batch's outcome, on the batch's writer, before ``Reader.ack``.
 - ``backlog``: between batches (housekeeping), for the gauges.
 - ``lot``: a parked sink's drain opens one; it runs on a connection of its own.
+- ``applied``: after the lease is won, for the transactional sinks (operators): the last
+  change each took. ``record_applied``: on the batch's writer, with ``record``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from connector.vocabulary import DeadLetter, Executor, Message, Parked, Row
 
-__all__ = ["Backlog", "Executor", "ParkedLot", "ParkedMessage", "Row", "SlotState", "Store"]
+__all__ = ["Applied", "Backlog", "Executor", "ParkedLot", "ParkedMessage", "Row", "SlotState",
+           "Store"]
 
 # A slot counts as close to its limit once less than this share of max_slot_wal_keep_size
 # may still be written before PostgreSQL invalidates it.
@@ -60,6 +64,17 @@ class Backlog:
     oldest_age: float | None  # seconds, None when nothing waits (or not known)
     parked: Mapping[str, int]  # messages parked per sink
     slot: SlotState | None = None  # the wal source's slot
+
+
+@dataclass(frozen=True)
+class Applied:
+    """A transactional sink's last change in a batch (applied, parked or dead-lettered: taken
+    either way), and how many of the batch's changes it took."""
+
+    sink: str
+    order: tuple[int, int]  # ChangeEvent.order
+    event_id: str
+    changes: int
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,11 @@ class ParkedLot(ABC):
     async def reset(self) -> None:
         """Drop the connection (after an error); the next call opens a new one."""
 
+    def transaction(self) -> AbstractAsyncContextManager[Executor]:
+        """A transaction on the lot's connection, for a transactional sink's drain: what the
+        sink writes there commits with ``head``'s locks and ``settle``, or not at all."""
+        raise NotImplementedError(f"{type(self).__name__} has no transactions")
+
 
 class Store(ABC):
     @abstractmethod
@@ -120,6 +140,14 @@ class Store(ABC):
     @abstractmethod
     async def backlog(self, ex: Executor) -> Backlog:
         """What waits, for the gauges."""
+
+    @abstractmethod
+    async def applied(self, ex: Executor, sinks: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """The ``order`` of the last change each of ``sinks`` took, for those that took any."""
+
+    @abstractmethod
+    async def record_applied(self, ex: Executor, applied: Sequence[Applied]) -> None:
+        """Record where transactional sinks stand, on the batch's writer."""
 
     @abstractmethod
     def lot(self, sink: str, lease: tuple[int, int]) -> ParkedLot:

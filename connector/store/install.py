@@ -20,6 +20,7 @@ from connector import resources
 from connector.binding import bind
 from connector.db import SLOT_DROPPED, SLOT_INVALIDATED, DatabaseError, slot_lost
 from connector.pushdown import RowTrigger, row_triggers
+from connector.store import operators as operator_checks
 from connector.store.catalog import table_info
 from connector.store.postgres import slot_name, slot_state
 from connector.store.queries import Queries
@@ -72,13 +73,16 @@ async def _check_tables(conn: asyncpg.Connection, config: Config) -> dict[TableN
 
 
 async def install(conn: asyncpg.Connection, config: Config, *,
-                  recreate_slot: bool = False) -> InstallReport:
+                  recreate_slot: bool = False, checked: bool = False) -> InstallReport:
     """Install or reconcile. ``recreate_slot``: a wal slot that PostgreSQL invalidated or
     that was dropped is created anew (capture starts from now; what it held is lost) -
-    without it, install refuses (db.ChangesLost), never silently starting over."""
+    without it, install refuses (db.ChangesLost), never silently starting over. The
+    operators' SQL is checked first (unless ``checked``): a mistake installs nothing."""
     q = Queries(config.postgres.schema)
     report = InstallReport()
     wal = config.capture.source == "wal"
+    if not checked:
+        await operator_checks.check(conn, config)
     if wal:
         await _check_wal(conn, q)
     async with conn.transaction():

@@ -9,8 +9,9 @@ lease, the ledger of dead letters and parked messages, and the gauges are the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -18,6 +19,7 @@ import orjson
 
 from connector import db
 from connector.store.base import (
+    Applied,
     Backlog,
     Executor,
     ParkedLot,
@@ -75,6 +77,10 @@ class Direct:
 
     async def execute(self, sql: str, *args: Any, long: bool = False) -> str:
         return str(await self.conn.execute(sql, *args))
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]], *,
+                          long: bool = False) -> None:
+        await self.conn.executemany(sql, args)
 
 
 def park_args(parked: Sequence[Parked]) -> tuple[list[Any], ...]:
@@ -144,6 +150,16 @@ class PostgresStore(Store):
         row = await ex.fetchrow(self.q.get("backlog"), long=True)
         assert row is not None
         return Backlog(row["pending"], row["oldest_age"], counts)
+
+    async def applied(self, ex: Executor, sinks: Sequence[str]) -> dict[str, tuple[int, int]]:
+        rows = await ex.fetch(self.q.get("operator_applied"), list(sinks))
+        return {r["name"]: (r["commit_lsn"], r["change_lsn"]) for r in rows}
+
+    async def record_applied(self, ex: Executor, applied: Sequence[Applied]) -> None:
+        if applied:
+            await ex.execute(self.q.get("operator_record"), [a.sink for a in applied],
+                             [a.order[0] for a in applied], [a.order[1] for a in applied],
+                             [a.event_id for a in applied], [a.changes for a in applied])
 
     def lot(self, sink: str, lease: tuple[int, int]) -> ParkedLot:
         return PostgresLot(self, sink, lease)
@@ -282,6 +298,12 @@ class PostgresLot(ParkedLot):
                                 for r in rows],
                                [r["attempts"] for r in rows])
         return [(r["route"], r["last_error"]) for r in rows]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        conn = await self._connection()
+        async with conn.transaction():
+            yield Direct(conn)
 
     async def reset(self) -> None:
         conn, self._conn = self._conn, None

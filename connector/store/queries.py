@@ -17,7 +17,7 @@ __all__ = ["Queries", "load", "qualified", "quote_ident"]
 
 _PLACEHOLDER = re.compile(
     r"\{(schema|table|row_trigger|insert_trigger|update_trigger|delete_trigger|"
-    r"truncate_trigger|events|when|count|type|publication|tables|identity)\}")
+    r"truncate_trigger|events|when|count|type|publication|tables|identity|column|target|target_key|exists)\}")
 
 
 def load(name: str, **idents: str) -> str:

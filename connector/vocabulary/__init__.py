@@ -6,6 +6,7 @@ small pure functions; importing nothing of ours (checked by ``make lint``: .impo
 """
 
 from connector.vocabulary.config import (
+    OPERATOR_RETRY,
     CaptureConfig,
     Config,
     ConfigError,
@@ -14,6 +15,7 @@ from connector.vocabulary.config import (
     LiveConfig,
     LiveRule,
     LoggingConfig,
+    OperatorConfig,
     PostgresConfig,
     PublisherConfig,
     RetryConfig,
@@ -24,7 +26,7 @@ from connector.vocabulary.config import (
     join_path,
 )
 from connector.vocabulary.events import ChangeEvent, Message
-from connector.vocabulary.executor import Executor, Row
+from connector.vocabulary.executor import ConnectionLost, Executor, Row
 from connector.vocabulary.filter import Condition, Filter
 from connector.vocabulary.names import (
     BUILTIN_FIELDS,
@@ -48,11 +50,11 @@ from connector.vocabulary.outcome import (
 )
 
 __all__ = [
-    "BUILTIN_FIELDS", "OPERATIONS", "CaptureConfig", "ChangeEvent", "ChannelTemplate",
-    "Condition", "Config", "ConfigError", "DeadLetter", "Executor", "Filter", "HandlerConfig",
-    "LiveAuth", "LiveConfig", "LiveRule", "LoggingConfig", "Message", "Outcome", "Parked",
-    "PartialFailure", "PermanentError",
-    "PostgresConfig", "PublishError", "PublisherConfig", "RetryConfig", "RetryableError",
-    "Route", "Row", "ServerConfig", "TableName", "backoff", "display_ident", "format_path",
-    "join_path", "parse_table", "parse_template", "qualified", "quote_ident",
+    "BUILTIN_FIELDS", "OPERATIONS", "OPERATOR_RETRY", "CaptureConfig", "ChangeEvent",
+    "ChannelTemplate", "Condition", "Config", "ConfigError", "ConnectionLost", "DeadLetter",
+    "Executor", "Filter", "HandlerConfig", "LiveAuth", "LiveConfig", "LiveRule",
+    "LoggingConfig", "Message", "OperatorConfig", "Outcome", "Parked", "PartialFailure",
+    "PermanentError", "PostgresConfig", "PublishError", "PublisherConfig", "RetryConfig",
+    "RetryableError", "Route", "Row", "ServerConfig", "TableName", "backoff", "display_ident",
+    "format_path", "join_path", "parse_table", "parse_template", "qualified", "quote_ident",
 ]

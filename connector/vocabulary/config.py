@@ -102,6 +102,38 @@ class HandlerConfig:
     call: str | None = None  # "package.module:function", for config handlers
 
 
+# An operator's default retry limits: a change whose SQL keeps failing is dead-lettered
+# after about a minute rather than holding up the operator's later changes for ever.
+OPERATOR_RETRY = RetryConfig(max_attempts=10)
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """A derived table kept up to date by SQL (or a Python function) per changed key
+    (``operators:`` in the config, or ``Connector.operator`` in code): README "Operators"."""
+
+    name: str
+    tables: Mapping[TableName, str]  # table -> the column holding the target's key
+    sql: str | None = None
+    function: Any = None  # a Python operator: async f(tx, key, events)
+    operations: frozenset[str] = frozenset({"insert", "update", "delete"})
+    on_truncate: str = "rebuild"  # or "ignore"
+    delete_with: frozenset[TableName] = frozenset()
+    target: TableName | None = None
+    target_key: str | None = None
+    rebuild_sql: str | None = None
+    coalesce: bool = True  # each key once per batch, after its last change there
+    retry: RetryConfig = field(default_factory=lambda: OPERATOR_RETRY)
+    path: str = ""  # where it was defined, for errors
+    call: str | None = None  # "package.module:function", for config Python operators
+
+    @property
+    def sink(self) -> str:
+        """The sink's name: dead letters and parked changes are filed under it."""
+        return f"operator:{self.name}"
+
+
+
 @dataclass(frozen=True)
 class PostgresConfig:
     dsn: str | None = field(default=None, repr=False)  # may hold the password
@@ -192,6 +224,7 @@ class Config:
     publishers: Mapping[str, PublisherConfig] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     handlers: tuple[HandlerConfig, ...] = ()
+    operators: tuple[OperatorConfig, ...] = ()
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -22,6 +22,9 @@ class ChangeEvent:
     payload: bytes
     key: tuple[str, ...] = ()  # primary key columns of the table (empty: it has none)
     event_id: str | None = None  # the payload's "id", when the source knows it unparsed
+    # wal: the commit position of the change's transaction. The stream's order is
+    # (commit_lsn, position): a transaction's changes come together, in commit order.
+    commit_lsn: int = 0
     _parsed: dict[str, Any] | None = field(default=None, repr=False)
     _exact: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -38,6 +41,12 @@ class ChangeEvent:
         if self._exact is None:
             self._exact = json.loads(self.payload, parse_float=Decimal)
         return self._exact
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Where the change stands in its source's order (wal; the trigger source's outbox
+        ids follow no commit order across transactions)."""
+        return (self.commit_lsn, self.position)
 
     @property
     def id(self) -> str:

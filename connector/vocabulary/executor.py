@@ -6,7 +6,13 @@ out as a batch's writer, and a transactional sink writes on it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+
+
+class ConnectionLost(Exception):
+    """The executor's connection is gone: what ran on it in the open transaction is rolled
+    back. (The readers raise it as ReaderDisconnected.)"""
 
 
 class Row(Protocol):
@@ -26,3 +32,7 @@ class Executor(Protocol):
     async def fetchval(self, sql: str, *args: Any, long: bool = False) -> Any: ...
 
     async def execute(self, sql: str, *args: Any, long: bool = False) -> str: ...
+
+    async def executemany(self, sql: str, args: Iterable[Sequence[Any]], *,
+                          long: bool = False) -> None:
+        """One statement for each argument tuple, in order, pipelined (one round trip)."""
