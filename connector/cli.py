@@ -482,7 +482,7 @@ def operators_rebuild(
     with bar:
         keys = _with_conn(cfg, lambda c: operator_store.rebuild(
             c, effective(cfg), name, chunk=chunk, progress=progress))
-    typer.echo(f"rebuilt {name}: " + (f"{keys} key(s)" if keys else "rebuild_sql ran"))
+    typer.echo(f"rebuilt {name}: " + ("rebuild_sql ran" if keys is None else f"{keys} key(s)"))
 
 
 @app.command()

@@ -170,6 +170,12 @@ def _keys(op: OperatorConfig, event: Any) -> list[tuple[str, Any]]:
     new, old = data.get("new"), data.get("old")
     new_key = new.get(column) if isinstance(new, dict) else None
     old_key = old.get(column) if isinstance(old, dict) else None
+    if isinstance(new_key, float) or isinstance(old_key, float):
+        # a numeric key: exact (a float would bind a neighbouring value)
+        data = event.exact
+        new, old = data.get("new"), data.get("old")
+        new_key = new.get(column) if isinstance(new, dict) else None
+        old_key = old.get(column) if isinstance(old, dict) else None
     deletes = table in op.delete_with
     out: list[tuple[str, Any]] = []
     if event.op == "delete":

@@ -110,7 +110,10 @@ class MemoryReader(Reader):
     a batch while running. ``acked`` / ``nacked`` record batch numbers in call order."""
 
     def __init__(self, batches: Iterable[Sequence[ChangeEvent]] = (), *, finite: bool = True,
-                 idle: float = 0.01) -> None:
+                 idle: float = 0.01, atomic_writer: bool = True) -> None:
+        # False: the writer "commits" when its block ends, before the ack (as the wal
+        # reader's): Reader.atomic_writer
+        self.atomic_writer = atomic_writer
         self.queue: list[tuple[int, list[ChangeEvent]]] = []
         self._numbers = itertools.count()
         for b in batches:
@@ -156,6 +159,10 @@ class MemoryReader(Reader):
     async def writer(self, batch: Batch) -> AsyncIterator[Executor]:
         assert self._tx is not None and self._out is not None and batch.token == self._out[0]
         yield self._tx
+        if not self.atomic_writer:
+            pending, self._tx.pending = self._tx.pending, []
+            for apply in pending:
+                apply()
 
     async def ack(self, batch: Batch) -> None:
         assert self._out is not None and batch.token == self._out[0], "ack out of order"

@@ -15,6 +15,8 @@ target's rows whose key no ``delete_with`` table has any more.
 
 from __future__ import annotations
 
+import decimal
+import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -189,12 +191,14 @@ async def _prepare(conn: asyncpg.Connection, sql: str, where: str, problems: lis
 
 
 def _error_text(exc: asyncpg.PostgresError, sql: str) -> str:
-    """PostgreSQL's message, with the line its position points at."""
-    text = str(exc).replace("\n", " ")
+    """PostgreSQL's message, with the line its position points at, then its hint."""
+    text = str(getattr(exc, "message", None) or exc).replace("\n", " ")
     position = getattr(exc, "position", None)
     if position and str(position).isdigit():
         line = sql[:int(position) - 1].count("\n") + 1
         text += f" (line {line} of the SQL)"
+    if hint := getattr(exc, "hint", None):
+        text += f"; hint: {hint}"
     return text
 
 
@@ -252,7 +256,7 @@ async def distinct_keys(ex: Executor, op: OperatorConfig) -> list[Any]:
     for sql in _key_queries(op):
         for row in await ex.fetch(sql, long=True):
             keys.setdefault(row["key"], None)
-    return [orjson.loads(k) for k in keys]
+    return [json.loads(k, parse_float=decimal.Decimal) for k in keys]  # numerics exact
 
 
 def _in_batch_rebuild(op: OperatorConfig
@@ -275,10 +279,10 @@ def _in_batch_rebuild(op: OperatorConfig
 
 
 async def rebuild(conn: asyncpg.Connection, config: Config, name: str, *,
-                  chunk: int = CHUNK, progress: Progress | None = None) -> int:
+                  chunk: int = CHUNK, progress: Progress | None = None) -> int | None:
     """Recompute operator ``name``'s whole target on ``conn`` while the daemon streams;
-    return how many keys were run. ConfigError when there is no such operator or it fails
-    its check."""
+    return how many keys were run (None: its rebuild_sql ran). ConfigError when there is
+    no such operator or it fails its check."""
     config = with_operators(config)
     op = next((o for o in config.operators if o.name == name), None)
     if op is None:
@@ -295,7 +299,7 @@ async def rebuild(conn: asyncpg.Connection, config: Config, name: str, *,
             await conn.execute(op.rebuild_sql)
         if progress is not None:
             progress(1, 1)
-        return 0
+        return None
     keys = await distinct_keys(ex, op)
     done = 0
     if progress is not None:

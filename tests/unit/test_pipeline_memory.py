@@ -320,3 +320,30 @@ async def test_a_transactional_sinks_writes_roll_back_with_a_nack() -> None:
     op.reject = lambda m: False
     await h.run()
     assert op.committed == [0, 1] and reader.acked == [0]
+
+
+async def test_a_writer_committed_before_the_ack_is_not_applied_twice() -> None:
+    """As with the wal source: the writer commits, the ack never happens (a kill), the batch
+    comes again - a transactional sink must not take it twice (its position was recorded on
+    the writer), while the other sinks get it again (at least once)."""
+    reader = MemoryReader(batches(3, 2), atomic_writer=False)
+    op, cache = Transactional("op"), RecordingSink("cache")
+    store = MemoryStore()
+    routes = [route("public.items", "op"), route("public.items", "cache", index=1)]
+    ack, acks = reader.ack, 0
+
+    async def ack_lost_once(batch):  # type: ignore[no-untyped-def]
+        nonlocal acks
+        acks += 1
+        if acks == 1:
+            raise ReaderDisconnected("killed between the writer's commit and the ack")
+        await ack(batch)
+
+    reader.ack = ack_lost_once  # type: ignore[method-assign]
+    with pytest.raises(ReaderDisconnected):
+        await Harness(routes, {"op": op, "cache": cache}, reader, store).run()
+    assert op.committed == [0, 1, 2] and store.positions == {"op": (0, 2)}
+    assert reader.nacked == [0]
+    await Harness(routes, {"op": op, "cache": cache}, reader, store).run()  # a restart
+    assert op.committed == [0, 1, 2, 3, 4] and store.positions == {"op": (0, 4)}
+    assert cache.positions() == [0, 1, 2, 0, 1, 2, 3, 4]
