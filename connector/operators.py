@@ -28,7 +28,7 @@ import datetime as dt
 import decimal
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import asyncpg
@@ -150,8 +150,14 @@ class Step:
     ``key``) or ``rebuild`` (the whole target). ``indexes``: the messages it is for."""
 
     action: str
-    key: Any
+    key: Any  # hashable: a JSON object or array key as its JSON text
     indexes: tuple[int, ...]
+    value: Any = field(default=None, compare=False)  # the key as the event has it
+
+    @property
+    def bound(self) -> Any:
+        """The key's value to convert and bind."""
+        return self.key if self.value is None else self.value
 
 
 # A unit: steps that succeed or fail together (keys linked by a change), with the messages
@@ -208,7 +214,7 @@ def plan(op: OperatorConfig, messages: Sequence[Message]) -> list[Unit]:
     if op.coalesce:
         return units + _coalesced(op, messages, start)
     for i in range(start, len(messages)):
-        steps = [Step(action, _hashable(key), (i,))
+        steps = [Step(action, _hashable(key), (i,), key)
                  for action, key in _keys(op, messages[i].event)]
         if steps:
             units.append((steps, frozenset({i})))
@@ -217,6 +223,7 @@ def plan(op: OperatorConfig, messages: Sequence[Message]) -> list[Unit]:
 
 def _coalesced(op: OperatorConfig, messages: Sequence[Message], start: int) -> list[Unit]:
     last: dict[Any, int] = {}  # key -> index of its last change
+    values: dict[Any, Any] = {}  # key -> its value as the event has it
     final: dict[Any, str] = {}  # key -> the action its last change asked for
     deleted: set[Any] = set()
     contributors: dict[Any, list[int]] = {}
@@ -233,6 +240,7 @@ def _coalesced(op: OperatorConfig, messages: Sequence[Message], start: int) -> l
         first = None
         for action, raw in pairs:
             key = _hashable(raw)
+            values[key] = raw
             last[key] = i
             final[key] = action
             if action == "delete":
@@ -248,9 +256,9 @@ def _coalesced(op: OperatorConfig, messages: Sequence[Message], start: int) -> l
         indexes = tuple(dict.fromkeys(contributors[key]))
         steps = grouped.setdefault(find(key), [])
         if key in deleted:
-            steps.append(Step("delete", key, indexes))
+            steps.append(Step("delete", key, indexes, values[key]))
         if final[key] == "sql":
-            steps.append(Step("sql", key, indexes))
+            steps.append(Step("sql", key, indexes, values[key]))
     return [(steps, frozenset(i for s in steps for i in s.indexes))
             for steps in grouped.values() if steps]
 
@@ -315,10 +323,12 @@ class OperatorSink(Publisher):
         if not units:
             return
         await tx.execute(self.binding.lock_sql, self.binding.lock_arg)
+        # Every unit's steps in the batch's order (by each step's last change), so that
+        # consecutive keys go out as one executemany.
+        steps = sorted((s for unit, _ in units for s in unit), key=lambda s: s.indexes[-1])
         await tx.execute(f"SAVEPOINT {SAVEPOINT}")
         try:
-            for steps, _ in units:
-                await self._run(tx, steps, messages)
+            await self._run(tx, steps, messages)
         except Exception as exc:
             _reraise_connection_errors(exc)
             await tx.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
@@ -373,14 +383,14 @@ class OperatorSink(Publisher):
             elif action == "delete":
                 assert self.binding.delete_sql is not None
                 await tx.executemany(self.binding.delete_sql,
-                                     [(self.convert_delete(s.key),) for s in run], long=True)
+                                     [(self.convert_delete(s.bound),) for s in run], long=True)
             elif self.function is not None:
                 for s in run:
                     events = [ChangeEvent.of(messages[k]) for k in s.indexes]
-                    await self.function(tx, self.convert(s.key), events)
+                    await self.function(tx, self.convert(s.bound), events)
             else:
                 assert self.config.sql is not None
-                await tx.executemany(self.config.sql, [(self.convert(s.key),) for s in run],
+                await tx.executemany(self.config.sql, [(self.convert(s.bound),) for s in run],
                                      long=True)
             i = j
 

@@ -12,8 +12,10 @@ it after a reconnect). Per batch:
    meanwhile: then this instance may no longer be the only active one, so publishing stops
    at once and the batch is delivered again by whoever holds the lease.
 4. On ``reader.writer(batch)``: the messages of transactional sinks are delivered (they
-   write on it), then the store records the outcome's dead letters and parked messages;
-   then ``reader.ack(batch)``. Any failure before the ack: ``reader.nack(batch)``, and the
+   write on it), then the store records the outcome's dead letters and parked messages, and
+   where each transactional sink stands (with a writer not atomic with the ack, what a
+   transactional sink took already was dropped in 3: it is applied once); then
+   ``reader.ack(batch)``. Any failure before the ack: ``reader.nack(batch)``, and the
    error goes up.
 5. Sinks that stalled are parked (their drain starts); the metrics and stats count the batch.
 """

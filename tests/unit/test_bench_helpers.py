@@ -25,6 +25,7 @@ from bench.common import (
 )
 from bench.database import parse_pgbench
 from bench.latency import latencies_ms
+from bench.operators import Backlog, Drained
 from bench.ref_publisher import payloads
 from bench.report import Row, fmt_duration, render_table, target_counts
 from bench.run import output_paths, parse_args
@@ -82,12 +83,28 @@ def test_table_renders_rows_and_counts_targets() -> None:
 
 
 def test_parse_only() -> None:
-    assert parse_only(None) == ("P1", "P2", "P3", "P4", "P5", "idle", "H", "L", "WAL")
+    assert parse_only(None) == ("P1", "P2", "P3", "P4", "P5", "idle", "H", "L", "O", "WAL")
     assert parse_only("wal, p3") == ("P3", "WAL")
     assert parse_only("h") == ("H",)
+    assert parse_only("wal,o") == ("O", "WAL")
     assert parse_only("p3, P1,IDLE,p3") == ("P1", "P3", "idle")  # canonical order, no repeats
     with pytest.raises(ValueError, match="P9"):
         parse_only("P1,P9")
+
+
+def test_operator_backlog() -> None:
+    # 1 % posts, then comment inserts and updates 2:1; both layouts write the same changes.
+    spread, clustered = Backlog.of(100_000), Backlog.of(100_000, clustered=True)
+    assert (spread.posts, spread.inserts, spread.updates) == (1_000, 66_000, 33_000)
+    assert spread.changes == clustered.changes == 100_000
+    assert (Backlog.of(2_000).posts, Backlog.of(2_000).changes) == (20, 2_000)
+    assert Backlog.of(50).posts == 1
+    assert "round robin" in spread.describe() and "post after post" in clustered.describe()
+    drained = Drained(4.0, 100_000, daemon_cpu=0.42, backend_cpu=0.5, merges=2_500)
+    assert drained.rate == 25_000
+    assert drained.detail() == ("100,000 in 4.0 s; 2,500 MERGE runs (40.0 changes each); "
+                                "daemon CPU 42% of a core, its PostgreSQL sessions 50%")
+    assert Drained(2.0, 1_000).detail() == "1,000 in 2.0 s"
 
 
 def test_wal_options() -> None:

@@ -424,3 +424,36 @@ def test_retry_keeps_the_operator_default_max_attempts() -> None:
     assert op.retry == RetryConfig(max_attempts=10, initial_backoff=0.2)
     [op] = operators_config({**COUNTS, "retry": {"max_attempts": 3}}).operators
     assert op.retry.max_attempts == 3 and op.retry.initial_backoff == 0.5
+
+
+class Statements:
+    """An Executor that records what an operator sends (the batching shape, without a
+    server: what the statements do is tests/integration/test_operators.py's)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    async def execute(self, sql: str, *args: Any, long: bool = False) -> str:
+        self.sent.append((sql.split()[0], args))
+        return ""
+
+    async def executemany(self, sql: str, args: Any, *, long: bool = False) -> None:
+        self.sent.append((sql.split()[0], [a[0] for a in args]))
+
+    async def fetch(self, sql: str, *args: Any, long: bool = False) -> list[Any]:
+        raise AssertionError("not used")
+
+    fetchrow = fetchval = fetch
+
+
+async def test_a_batch_runs_as_one_executemany_per_run_of_steps() -> None:
+    from connector.operators import OperatorBinding, OperatorSink
+
+    op = operator(sql="MERGE $1")
+    sink = OperatorSink(op, OperatorBinding("int4", "SELECT lock($1)", "s/o",
+                                            delete_sql="DELETE $1", delete_type="int4"))
+    tx = Statements()
+    await sink.publish_in(tx, [post(0, 1), comment(1, 2), comment(2, 3), post(3, 4, "delete"),
+                               comment(4, 1)])
+    assert tx.sent == [("SELECT", ("s/o",)), ("SAVEPOINT", ()), ("MERGE", [2, 3]),
+                       ("DELETE", [4]), ("MERGE", [1]), ("RELEASE", ())]
