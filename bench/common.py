@@ -44,7 +44,7 @@ BULK_UPDATE = f"UPDATE {TABLE} SET name = name || '-u', updated_at = now()"
 INSERT_ONE = f"""INSERT INTO {TABLE} (name, payload, updated_at)
 VALUES ($1, $2::jsonb, clock_timestamp()) RETURNING updated_at"""
 
-MEASURES = ("P1", "P2", "P3", "P4", "P5", "idle", "H", "L", "WAL")  # handlers, live, wal.py
+MEASURES = ("P1", "P2", "P3", "P4", "P5", "idle", "H", "L", "O", "WAL")  # H, L, O; wal.py
 
 
 def log(message: str) -> None:
@@ -67,6 +67,7 @@ class Settings:
     bulk_rows: int
     bulk_rounds: int
     drain_events: int  # P3 backlog
+    operator_changes: int  # O backlog
     sustained_rates: tuple[int, ...]  # P3 sustained: changes/s the writers aim for, in steps
     sustained_seconds: int
     idle_changes: int  # P4 "idle": that many changes, one every idle_interval
@@ -86,14 +87,15 @@ class Settings:
         if smoke:
             return cls(smoke=True, clients=(8,), seconds=1, rounds=1, warmup_seconds=0,
                        update_rows=10_000, delete_rows=30_000, bulk_rows=10_000,
-                       bulk_rounds=1, drain_events=20_000, sustained_rates=(2_000, 4_000),
+                       bulk_rounds=1, drain_events=20_000, operator_changes=2_000,
+                       sustained_rates=(2_000, 4_000),
                        sustained_seconds=1, idle_changes=20, idle_interval=0.05,
                        latency_rates=(100, 1_000, 10_000), latency_seconds=0.5,
                        latency_max_changes=2_000, outage_seconds=5.0, outage_rate=200,
                        idle_seconds=2.0, settle_seconds=0.5, quiet_wait=0.0, quiet_budget=0.0)
         return cls(smoke=False, clients=(1, 4, 8), seconds=10, rounds=3, warmup_seconds=3,
                    update_rows=100_000, delete_rows=300_000, bulk_rows=100_000, bulk_rounds=3,
-                   drain_events=1_000_000,
+                   drain_events=1_000_000, operator_changes=100_000,
                    sustained_rates=(10_000, 20_000, 30_000, 40_000, 60_000),
                    sustained_seconds=10,
                    idle_changes=200, idle_interval=0.05, latency_rates=(100, 1_000, 10_000),

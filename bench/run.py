@@ -18,6 +18,8 @@ the local PostgreSQL (DATABASE_URL or PG*) and Redis (REDIS_URL):
 * idle - the daemon's CPU and queries/s when nothing changes (bench/idle.py).
 * H - in-process handlers: drain, latency, concurrency (bench/handlers.py).
 * L - live subscriptions: 1,000 WebSocket clients, filtered and broadcast (bench/live.py).
+* O - operators: a 100,000-change backlog applied with the README example's MERGE, beside the
+  Redis drain of the same backlog; coalescing; the wal source (bench/operators.py).
 * WAL - the wal source (capture.source: wal) measured as P1-P4 measure the trigger source,
   beside no capture and the trigger source, on a throwaway wal_level=logical cluster with the
   shared server's settings (bench/wal.py).
@@ -63,6 +65,7 @@ from bench.live import run_live
 from bench.machine import code_fingerprint, git_describe, machine_info
 from bench.memory import add_drain_rows, run_outage
 from bench.method import method_notes
+from bench.operators import run_operators
 from bench.p1_writers import run_p1
 from bench.report import Report
 from bench.wal import run_wal
@@ -205,6 +208,12 @@ async def main_async(args: argparse.Namespace, measures: tuple[str, ...]) -> int
             if "L" in measures:
                 await runner.step("L live subscriptions", lambda: run_live(
                     bench, report, workdir))
+            if "O" in measures:
+                if has_redis:
+                    await runner.step("O operators", lambda: run_operators(
+                        bench, report, workdir))
+                else:
+                    skip("O", no_redis)
             if WAL in measures:
                 why = wal_unavailable()
                 if why is None:
@@ -255,7 +264,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "bench/results.png; with --smoke, a file in the temp directory so "
                              "the committed results stay); the chart goes beside it as .png")
     parser.add_argument("--only", default=None,
-                        help="measures to run, comma-separated: P1,P2,P3,P4,P5,idle,H,L,WAL "
+                        help="measures to run, comma-separated: P1,P2,P3,P4,P5,idle,H,L,O,WAL "
                              "(default: all)")
     parser.add_argument("--only-p1", action="store_true", help="same as --only P1")
     parser.add_argument("--clients", default=None,

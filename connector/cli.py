@@ -244,7 +244,9 @@ def status(
         conn = await db.connect(cfg.postgres)
         try:
             info = await install.status(conn, cfg.postgres.schema)
-            if info["installed"] and str(info["schema_version"]).isdigit() \
+            # (only with operators configured: a role streaming without any needs no
+            # privilege on their table)
+            if cfg.operators and info["installed"] and str(info["schema_version"]).isdigit() \
                     and int(info["schema_version"]) >= SINCE_VERSION:
                 info["operators"] = await operator_status(
                     conn, cfg.postgres.schema, [o.sink for o in cfg.operators])
