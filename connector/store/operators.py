@@ -318,6 +318,8 @@ async def rebuild(conn: asyncpg.Connection, config: Config, name: str, *,
         async with conn.transaction():
             await conn.execute(lock, binding.lock_arg)
             await conn.execute(orphans)
+    if op.target is not None:  # (skipped, with a warning, when the role does not own it)
+        await conn.execute(load("operator_analyze", target=qualified(op.target)))
     return done
 
 
