@@ -8,6 +8,7 @@ connection, so an invalid file never touches the database.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import json
@@ -444,20 +445,29 @@ def parse_operators(raw: list[Any]) -> tuple[list[OperatorConfig], list[str]]:
     return out, problems
 
 
-_operator_validator: jsonschema.protocols.Validator | None = None
+@functools.cache
+def _code_validator(kind: str, required: tuple[str, ...]) -> jsonschema.protocols.Validator:
+    """The config's ``$defs/<kind>`` (handler, operator) without ``call``, for what code
+    registers (it passes the function itself)."""
+    schema = json.loads(resources.schema_text())
+    definition = dict(schema["$defs"][kind])
+    definition["properties"] = {k: v for k, v in definition["properties"].items()
+                                if k != "call"}
+    definition["required"] = list(required)
+    return jsonschema.Draft202012Validator({**definition, "$defs": schema["$defs"]})
 
 
-def _operator_options_validator() -> jsonschema.protocols.Validator:
-    """The config's ``$defs/operator`` without ``call`` (code passes the function itself)."""
-    global _operator_validator
-    if _operator_validator is None:
-        schema = json.loads(resources.schema_text())
-        operator = dict(schema["$defs"]["operator"])
-        operator["properties"] = {k: v for k, v in operator["properties"].items()
-                                  if k != "call"}
-        _operator_validator = jsonschema.Draft202012Validator(
-            {**operator, "$defs": schema["$defs"]})
-    return _operator_validator
+def _code_problems(kind: str, required: tuple[str, ...], data: Mapping[str, Any],
+                   path: str) -> None:
+    """Raise ConfigError with a ``path.key: message`` line per problem of ``data``."""
+    validator = _code_validator(kind, required)
+    problems = []
+    for err in sorted(_leaf_errors(validator.iter_errors(dict(data))),
+                      key=lambda e: [str(x) for x in e.absolute_path]):
+        where = format_path(list(err.absolute_path))
+        problems.append(f"{path}{'' if where == '<root>' else '.' + where}: {_describe(err)}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def operator_config(name: str, tables: Mapping[str, Any], function: Any,
@@ -471,14 +481,8 @@ def operator_config(name: str, tables: Mapping[str, Any], function: Any,
         if function is not None and not callable(function):
             raise ConfigError([f"{path}: the operator must be callable, got "
                                f"{type(function).__name__}"])
-        data = {**options, "name": name, "tables": dict(tables)}
-        for err in sorted(_leaf_errors(_operator_options_validator().iter_errors(data)),
-                          key=lambda e: [str(x) for x in e.absolute_path]):
-            where = format_path(list(err.absolute_path))
-            problems.append(f"{path}{'' if where == '<root>' else '.' + where}: "
-                            f"{_describe(err)}")
-        if problems:
-            raise ConfigError(problems)
+        _code_problems("operator", ("name", "tables"),
+                       {**options, "name": name, "tables": dict(tables)}, path)
     parsed: dict[TableName, str] = {}
     for text, column in tables.items():
         where = join_path(f"{path}.tables", str(text))
@@ -539,22 +543,6 @@ def operator_config(name: str, tables: Mapping[str, Any], function: Any,
 # --------------------------------------------------------------------------- handlers
 
 
-_handler_validator: jsonschema.protocols.Validator | None = None
-
-
-def _handler_options_validator() -> jsonschema.protocols.Validator:
-    """The config's ``$defs/handler`` without ``call`` (code passes the function itself)."""
-    global _handler_validator
-    if _handler_validator is None:
-        schema = json.loads(resources.schema_text())
-        handler = dict(schema["$defs"]["handler"])
-        handler["properties"] = {k: v for k, v in handler["properties"].items() if k != "call"}
-        handler["required"] = ["table"]
-        _handler_validator = jsonschema.Draft202012Validator(
-            {**handler, "$defs": schema["$defs"]})
-    return _handler_validator
-
-
 def handler_config(table: Any, function: Any, operations: Any, options: Mapping[str, Any],
                    path: str, *, call: str | None = None, checked: bool = False
                    ) -> HandlerConfig:
@@ -570,13 +558,7 @@ def handler_config(table: Any, function: Any, operations: Any, options: Mapping[
         data["operations"] = list(operations)
     problems: list[str] = []
     if not checked:
-        for err in sorted(_leaf_errors(_handler_options_validator().iter_errors(data)),
-                          key=lambda e: [str(x) for x in e.absolute_path]):
-            where = format_path(list(err.absolute_path))
-            problems.append(f"{path}{'' if where == '<root>' else '.' + where}: "
-                            f"{_describe(err)}")
-        if problems:
-            raise ConfigError(problems)
+        _code_problems("handler", ("table",), data, path)
     try:
         name = parse_table(data["table"])
     except ValueError as exc:

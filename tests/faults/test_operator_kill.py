@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 import yaml
 
+from bench.operators import MERGE, TABLES
 from tests.e2e.support import base_env, daemon_factory
 
 pytestmark = pytest.mark.timeout(300)
@@ -26,13 +27,8 @@ TOTAL = 5_000
 WRITERS = 4
 KILLS = 3
 
-SCHEMA = """
-CREATE TABLE posts (id serial PRIMARY KEY, title text NOT NULL);
-CREATE TABLE comments (id serial PRIMARY KEY,
-                       post_id int NOT NULL REFERENCES posts ON DELETE CASCADE, body text);
-CREATE INDEX ON comments (post_id);
-CREATE TABLE post_with_comments_counts (id int PRIMARY KEY, title text,
-                                        comments_count int NOT NULL);
+# EventStreamex's tables (as the bench makes them), the counter and its truth.
+SCHEMA = TABLES + """
 CREATE TABLE comment_changes (post_id int PRIMARY KEY, n int NOT NULL);
 CREATE TABLE comment_changes_truth (post_id int PRIMARY KEY, n int NOT NULL);
 CREATE FUNCTION count_truth(post int) RETURNS void LANGUAGE sql AS $$
@@ -55,16 +51,6 @@ END $$;
 CREATE TRIGGER truth AFTER INSERT OR UPDATE OR DELETE ON comments
     FOR EACH ROW EXECUTE FUNCTION truth();
 INSERT INTO posts (title) SELECT 'post ' || g FROM generate_series(1, 40) g;
-"""
-
-MERGE = """
-MERGE INTO post_with_comments_counts dest
-USING (SELECT p.id, p.title,
-              (SELECT count(*) FROM comments c WHERE c.post_id = p.id) AS comments_count
-       FROM posts p WHERE p.id = $1) src ON src.id = dest.id
-WHEN NOT MATCHED THEN INSERT (id, title, comments_count)
-                      VALUES (src.id, src.title, src.comments_count)
-WHEN MATCHED THEN UPDATE SET title = src.title, comments_count = src.comments_count
 """
 
 TRUTH = """

@@ -13,28 +13,11 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bench.operators import MERGE, TABLES  # EventStreamex's example, as the bench runs it
 from connector import ConfigError, Connector
 from connector.store import dead_letters
 from connector.store import operators as operator_store
 from tests.e2e.support import wait_until
-
-TABLES = """
-CREATE TABLE posts (id serial PRIMARY KEY, title text NOT NULL);
-CREATE TABLE comments (id serial PRIMARY KEY,
-                       post_id int REFERENCES posts ON DELETE CASCADE, body text);
-CREATE TABLE post_with_comments_counts (id int PRIMARY KEY, title text,
-                                        comments_count int NOT NULL);
-"""
-
-MERGE = """
-MERGE INTO post_with_comments_counts dest
-USING (SELECT p.id, p.title,
-              (SELECT count(*) FROM comments c WHERE c.post_id = p.id) AS comments_count
-       FROM posts p WHERE p.id = $1) src ON src.id = dest.id
-WHEN NOT MATCHED THEN INSERT (id, title, comments_count)
-                      VALUES (src.id, src.title, src.comments_count)
-WHEN MATCHED THEN UPDATE SET title = src.title, comments_count = src.comments_count
-"""
 
 # What the derived table must hold: a fresh recomputation from posts and comments.
 TRUTH = """
