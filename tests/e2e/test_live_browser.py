@@ -67,8 +67,12 @@ async def test_the_demo_page_follows_the_table(database: str, browser: Any) -> N
                         "the live status")
 
             def cells() -> list[list[str]]:
-                return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-                        for tr in browser.find_elements(By.CSS_SELECTOR, "#rows tbody tr")]
+                # In one script: element by element, a row the page removes meanwhile is a
+                # stale element reference (a local CI run failed so).
+                rows: list[list[str]] = browser.execute_script(
+                    "return Array.from(document.querySelectorAll('#rows tbody tr'), tr => "
+                    "Array.from(tr.querySelectorAll('td'), td => td.innerText.trim()))")
+                return rows
 
             await conn.execute("INSERT INTO items (name, qty) VALUES ('apple', 3), ('pear', 5)")
             await until(lambda: cells() == [["1", "apple", "3"], ["2", "pear", "5"]],
