@@ -24,7 +24,6 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -36,6 +35,7 @@ from connector.vocabulary import (
     PartialFailure,
     RetryableError,
     Route,
+    Snapshot,
     parse_template,
 )
 
@@ -160,33 +160,6 @@ def with_handlers(config: Config) -> Config:
         taken.add(route.publisher)
         routes.append(route)
     return dataclasses.replace(config, routes=tuple(routes))
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """``pg_current_snapshot()`` taken when a subscription was attached: changes of the
-    transactions it shows as committed came before the subscription and are not handed to
-    it. Compared on 32 bits with wraparound, so it applies to the trigger source's txids and
-    the wal source's xids alike (an event in flight is never 2^31 transactions away)."""
-
-    xmin: int
-    xmax: int
-    xip: frozenset[int]
-
-    @classmethod
-    def parse(cls, text: str) -> Snapshot:
-        xmin, xmax, xip = text.split(":")
-        return cls(int(xmin) & 0xFFFFFFFF, int(xmax) & 0xFFFFFFFF,
-                   frozenset(int(x) & 0xFFFFFFFF for x in xip.split(",") if x))
-
-    def committed_before(self, txid: int) -> bool:
-        x = txid & 0xFFFFFFFF
-        since_xmin = (x - self.xmin) & 0xFFFFFFFF
-        if since_xmin >= 0x80000000:  # before xmin: finished before the snapshot
-            return True
-        if since_xmin >= ((self.xmax - self.xmin) & 0xFFFFFFFF):  # xmax or later
-            return False
-        return x not in self.xip
 
 
 BEFORE_ATTACH = Snapshot(0, 0, frozenset())  # placeholder until a subscription's snapshot

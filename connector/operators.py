@@ -23,7 +23,6 @@ takes it shared for each batch, so the two never write one key from stale reads.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import decimal
@@ -35,7 +34,7 @@ from typing import Any, ClassVar
 import asyncpg
 import orjson
 
-from connector.handlers import ChangeEvent, Snapshot, scrub
+from connector.handlers import ChangeEvent, scrub
 from connector.publishers.base import Publisher
 from connector.vocabulary import (
     Config,
@@ -55,8 +54,6 @@ __all__ = ["OperatorBinding", "OperatorSink", "Step", "converter", "loops", "ope
 
 CHANNEL = parse_template("{schema}.{table}")  # an operator's messages: one channel per table
 SAVEPOINT = "pgconnector_operator"
-# Looks, a millisecond apart, for a committed transaction to become visible (_visible).
-VISIBLE_TRIES = 1000
 UNIT_SAVEPOINT = "pgconnector_operator_unit"
 
 # ---------------------------------------------------------------------------- config side
@@ -289,7 +286,6 @@ class OperatorBinding:
     key_type: str | None
     lock_sql: str  # the operator's advisory lock, shared, until the transaction ends
     lock_arg: str  # which lock: "<schema>/<name>"
-    snapshot_sql: str  # pg_current_snapshot() as text
     delete_sql: str | None = None  # deletes the target's row of $1 (delete_with)
     delete_type: str | None = None  # the type of that $1
     # recomputes the whole target on a transaction (a truncate), given how to run keys
@@ -327,7 +323,6 @@ class OperatorSink(Publisher):
         if not units:
             return
         await tx.execute(self.binding.lock_sql, self.binding.lock_arg)
-        await self._visible(tx, messages)
         # Every unit's steps in the batch's order (by each step's last change), so that
         # consecutive keys go out as one executemany.
         steps = sorted((s for unit, _ in units for s in unit), key=lambda s: s.indexes[-1])
@@ -341,24 +336,6 @@ class OperatorSink(Publisher):
             await tx.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
             return
         await self._isolate(tx, units, messages)
-
-    async def _visible(self, tx: Executor, messages: Sequence[Message]) -> None:
-        """The wal source hands a change out once its commit is in the WAL, which can be a
-        moment before other sessions see its transaction (PostgreSQL makes it visible just
-        after): wait until this one does, or the SQL would recompute a key from the state
-        before the change, and nothing would run it again. (The trigger source claims only
-        what is visible already.)"""
-        xids: set[int] = {x for m in messages if m.event.commit_lsn
-                          and isinstance(x := m.event.data.get("txid"), int)}
-        for _ in range(VISIBLE_TRIES):
-            if not xids:
-                return
-            snapshot = Snapshot.parse(await tx.fetchval(self.binding.snapshot_sql))
-            xids = {x for x in xids if not snapshot.committed_before(x)}
-            if xids:
-                await asyncio.sleep(0.001)
-        if xids:
-            raise RetryableError(f"transactions {sorted(xids)} committed but not yet visible")
 
     async def _isolate(self, tx: Executor, units: list[Unit],
                        messages: Sequence[Message]) -> None:

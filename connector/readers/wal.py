@@ -31,6 +31,7 @@ someone dropped stops the daemon (db.ChangesLost): every change it held is gone.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections import deque
@@ -66,6 +67,9 @@ HEARTBEAT = 10.0
 # stream for larger batches saved no daemon CPU at 12,000 single-row transactions a second
 # and added latency (bench/RESULTS.md, "Second look").
 
+# The longest pause between looks for a batch's transactions to become visible (writer).
+VISIBLE_POLL = 0.05
+
 # How long one wait for the stream lasts before looking at interruption, the session and
 # housekeeping again (seconds): a stop is noticed within it.
 WAIT = 0.25
@@ -91,6 +95,7 @@ class WalReader(SessionReader):
         self._beats: deque[tuple[int, float]] = deque()  # heartbeats not confirmed yet
         self._beat_at = 0.0  # when the last one was written (monotonic)
         self._lag: float | None = None  # what the last confirmed heartbeat took (seconds)
+        self._xids: set[int] = set()  # the transactions of the batch handed out
 
     def lag_seconds(self) -> float | None:
         """From a heartbeat's write to its confirmation: the last one's, or longer while
@@ -154,6 +159,7 @@ class WalReader(SessionReader):
                 continue
             changes, position = self._decoder.feed((m.lsn, m.payload) for m in messages)
             if changes:
+                self._xids = {c.xid for c in changes}
                 events = await self._events(changes)
                 self._returned = time.monotonic()
                 return Batch(events, position)
@@ -211,15 +217,33 @@ class WalReader(SessionReader):
         if lsn is not None:
             self._beats.append((lsn, now))
 
+    async def _visible(self) -> None:
+        """The stream hands a transaction out once its commit record is flushed, which can
+        be a moment before PostgreSQL makes it visible to other sessions: wait until the
+        writer's statements see the batch's transactions, or what reads the tables there (an
+        operator recomputing a key) would read the state before the change, and nothing
+        would run it again. (The trigger source claims only what is visible already.) Usually
+        at once; under synchronous replication, once the standby confirmed the commit."""
+        xids, pause = self._xids, 0.001
+        while True:
+            snapshot = await self.store.snapshot(self.session)
+            xids = {x for x in xids if not snapshot.committed_before(x)}
+            if not xids:
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, VISIBLE_POLL)
+
     @contextlib.asynccontextmanager
     async def writer(self, batch: Batch) -> AsyncIterator[Executor]:
         """A transaction of its own, committed before ``ack`` moves the slot past the batch:
         a crash between the two delivers again, never loses. Its commit waits for the WAL
         flush (unlike the session's other work): once the slot moves, what the batch wrote
-        (an operator's effect and position, parked messages) must survive a server crash."""
+        (an operator's effect and position, parked messages) must survive a server crash.
+        It is handed out once the batch's transactions are visible to it (see _visible)."""
         tx = await self.session.begin()
         try:
             await self.session.execute("SET LOCAL synchronous_commit TO on")
+            await self._visible()
             yield self.session
         except BaseException:
             await self.session.rollback_quietly(tx)

@@ -173,7 +173,6 @@ async def _check_one(conn: asyncpg.Connection, q: Queries, config: Config, op: O
         return None, written, problems
     binding = OperatorBinding(key_type=key_type, lock_sql=q.get("operator_lock"),
                               lock_arg=lock_name(config.postgres.schema, op.name),
-                              snapshot_sql=q.get("current_snapshot"),
                               delete_sql=delete_sql, delete_type=delete_type,
                               rebuild=_in_batch_rebuild(op))
     return binding, written, problems

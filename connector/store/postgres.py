@@ -36,6 +36,7 @@ from connector.vocabulary import (
     Message,
     Parked,
     PostgresConfig,
+    Snapshot,
 )
 
 # The prefix of the wal reader's heartbeat messages (sql/wal_heartbeat.sql).
@@ -242,6 +243,10 @@ class PostgresStore(Store):
                 break
             await asyncio.sleep(0.05)
         return None if pid is None else int(pid)
+
+    async def snapshot(self, ex: Executor) -> Snapshot:
+        """Which transactions ``ex``'s next statement would see as committed."""
+        return Snapshot.parse(await ex.fetchval(self.q.get("current_snapshot")))
 
     async def type_name(self, ex: Executor, oid: int) -> str:
         return str(await ex.fetchval(self.q.get("type_name"), oid))

@@ -48,6 +48,7 @@ from connector.vocabulary.outcome import (
     PublishError,
     RetryableError,
 )
+from connector.vocabulary.snapshot import Snapshot
 
 __all__ = [
     "BUILTIN_FIELDS", "OPERATIONS", "OPERATOR_RETRY", "CaptureConfig", "ChangeEvent",
@@ -55,6 +56,7 @@ __all__ = [
     "Executor", "Filter", "HandlerConfig", "LiveAuth", "LiveConfig", "LiveRule",
     "LoggingConfig", "Message", "OperatorConfig", "Outcome", "Parked", "PartialFailure",
     "PermanentError", "PostgresConfig", "PublishError", "PublisherConfig", "RetryConfig",
-    "RetryableError", "Route", "Row", "ServerConfig", "TableName", "backoff", "display_ident",
-    "format_path", "join_path", "parse_table", "parse_template", "qualified", "quote_ident",
+    "RetryableError", "Route", "Row", "ServerConfig", "Snapshot", "TableName", "backoff",
+    "display_ident", "format_path", "join_path", "parse_table", "parse_template", "qualified",
+    "quote_ident",
 ]

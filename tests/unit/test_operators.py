@@ -450,7 +450,7 @@ async def test_a_batch_runs_as_one_executemany_per_run_of_steps() -> None:
     from connector.operators import OperatorBinding, OperatorSink
 
     op = operator(sql="MERGE $1")
-    sink = OperatorSink(op, OperatorBinding("int4", "SELECT lock($1)", "s/o", "SNAPSHOT",
+    sink = OperatorSink(op, OperatorBinding("int4", "SELECT lock($1)", "s/o",
                                             delete_sql="DELETE $1", delete_type="int4"))
     tx = Statements()
     await sink.publish_in(tx, [post(0, 1), comment(1, 2), comment(2, 3), post(3, 4, "delete"),
