@@ -130,7 +130,7 @@ def validate(
     if cfg.operators and not offline:
         from connector.store import operators as operator_checks
 
-        _with_conn(cfg, lambda c: operator_checks.check(c, effective(cfg)))
+        _with_conn(cfg, lambda c: operator_checks.check(c, cfg))
         operators += " checked against the database"
     typer.echo(f"OK: {config} ({len(cfg.publishers)} publisher(s), {len(cfg.routes)} route(s), "
                f"{len(effective(cfg).tables)} table(s){handlers}{operators})")
@@ -483,7 +483,7 @@ def operators_rebuild(
 
     with bar:
         keys = _with_conn(cfg, lambda c: operator_store.rebuild(
-            c, effective(cfg), name, chunk=chunk, progress=progress))
+            c, cfg, name, chunk=chunk, progress=progress))
     typer.echo(f"rebuilt {name}: " + ("rebuild_sql ran" if keys is None else f"{keys} key(s)"))
 
 

@@ -29,7 +29,7 @@ from connector.handlers import BEFORE_ATTACH, CHANNEL, HandlerSink, Snapshot, ha
 from connector.lease import Lease
 from connector.live.sink import LiveSink
 from connector.metrics import Metrics
-from connector.operators import OperatorSink, operator_routes
+from connector.operators import OperatorSink, with_operators
 from connector.pipeline import Pipeline, Stats
 from connector.publishers.base import Publisher
 from connector.publishers.registry import publisher_class
@@ -193,11 +193,8 @@ class Connector:
         for sub in self._pending:  # config handlers first: named as with_handlers names them
             self._effective = dataclasses.replace(
                 self._effective, routes=(*self._effective.routes, self._route(sub)))
-        routes = list(self._effective.routes)
-        for op in self._operators:  # as connector.operators.with_operators makes them
-            routes += operator_routes(op, 1 + max([r.index for r in routes] or [-1]))
-        self._effective = dataclasses.replace(self._effective, routes=tuple(routes),
-                                              operators=tuple(self._operators))
+        self._effective = with_operators(dataclasses.replace(
+            self._effective, operators=tuple(self._operators)))
         conn = await db.connect(self.config.postgres)
         try:
             # Operators' SQL prepared against the database: a mistake is a config error

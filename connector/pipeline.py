@@ -138,8 +138,8 @@ class Pipeline:
                         await self.store.record(tx, outcome.dead, parked)
                     if taken:
                         await self.store.record_applied(tx, taken)
-                # committed (or, trigger, committing with the ack): taken either way
-                self.applied.update((a.sink, a.order) for a in taken)
+                if not self.reader.atomic_writer:  # committed: taken
+                    self.applied.update((a.sink, a.order) for a in taken)
             parked = waiting + outcome.parked
             await self.reader.ack(batch)
         except BaseException:

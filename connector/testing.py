@@ -298,7 +298,10 @@ class _MemoryLot(ParkedLot):
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
-        yield MemoryTransaction()
+        tx = MemoryTransaction()
+        yield tx
+        for apply in tx.pending:  # committed
+            apply()
 
 
 class RecordingSink(Publisher):

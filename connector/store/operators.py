@@ -31,7 +31,6 @@ from connector.operators import (
     OperatorSink,
     converter,
     loops,
-    with_operators,
 )
 from connector.store.catalog import table_info
 from connector.store.postgres import Direct
@@ -283,7 +282,6 @@ async def rebuild(conn: asyncpg.Connection, config: Config, name: str, *,
     """Recompute operator ``name``'s whole target on ``conn`` while the daemon streams;
     return how many keys were run (None: its rebuild_sql ran). ConfigError when there is
     no such operator or it fails its check."""
-    config = with_operators(config)
     op = next((o for o in config.operators if o.name == name), None)
     if op is None:
         known = ", ".join(o.name for o in config.operators) or "none"

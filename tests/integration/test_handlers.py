@@ -25,13 +25,6 @@ TABLE = """CREATE TABLE accounts (
     tx xid8 DEFAULT pg_current_xact_id())"""
 
 
-@pytest.fixture(params=["trigger", "wal"])
-def source(request: pytest.FixtureRequest, logical_database: str) -> tuple[str, str]:
-    """(database URL, capture source): each test runs with both sources (the trigger source
-    works on the wal_level=logical cluster too)."""
-    return logical_database, str(request.param)
-
-
 @pytest.fixture
 async def db(source: tuple[str, str]) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(source[0])

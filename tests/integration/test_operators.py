@@ -34,12 +34,6 @@ def counts_operator(**extra: Any) -> dict[str, Any]:
             "target": {"table": "public.post_with_comments_counts", "key": "id"}, **extra}
 
 
-@pytest.fixture(params=["trigger", "wal"])
-def source(request: pytest.FixtureRequest, logical_database: str) -> tuple[str, str]:
-    """(database URL, capture source): each test runs with both sources."""
-    return logical_database, str(request.param)
-
-
 @pytest.fixture
 async def db(source: tuple[str, str]) -> AsyncIterator[asyncpg.Connection]:
     conn = await asyncpg.connect(source[0])
