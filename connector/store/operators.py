@@ -15,9 +15,11 @@ target's rows whose key no ``delete_with`` table has any more.
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
@@ -258,21 +260,45 @@ async def distinct_keys(ex: Executor, op: OperatorConfig) -> list[Any]:
     return [json.loads(k, parse_float=decimal.Decimal) for k in keys]  # numerics exact
 
 
+Step = Callable[[], AbstractAsyncContextManager[None]]  # around each write of a rebuild
+
+
+@contextlib.asynccontextmanager
+async def _in_place() -> AsyncIterator[None]:
+    yield
+
+
+async def _rebuild(ex: Executor, op: OperatorConfig, apply_keys: ApplyKeys, *, chunk: int,
+                   step: Step = _in_place, progress: Progress | None = None) -> int | None:
+    """The whole target: rebuild_sql (returns None), or the operator for every key in chunks
+    then the orphans' delete (returns how many keys), each write inside ``step()``."""
+    if op.rebuild_sql is not None:
+        async with step():
+            await ex.execute(op.rebuild_sql, long=True)
+        if progress is not None:
+            progress(1, 1)
+        return None
+    keys = await distinct_keys(ex, op)
+    if progress is not None:
+        progress(0, len(keys))
+    for i in range(0, len(keys), chunk):
+        async with step():
+            await apply_keys(ex, keys[i:i + chunk])
+        if progress is not None:
+            progress(min(i + chunk, len(keys)), len(keys))
+    if (orphans := _orphans_sql(op)) is not None:
+        async with step():
+            await ex.execute(orphans, long=True)
+    return len(keys)
+
+
 def _in_batch_rebuild(op: OperatorConfig
                       ) -> Callable[[Executor, ApplyKeys], Awaitable[None]]:
     """A truncate of one of the operator's tables (``on_truncate: rebuild``): the whole
     target, in the batch's transaction."""
-    orphans = _orphans_sql(op)
 
     async def run(tx: Executor, apply_keys: ApplyKeys) -> None:
-        if op.rebuild_sql is not None:
-            await tx.execute(op.rebuild_sql, long=True)
-            return
-        keys = await distinct_keys(tx, op)
-        for i in range(0, len(keys), CHUNK):
-            await apply_keys(tx, keys[i:i + CHUNK])
-        if orphans is not None:
-            await tx.execute(orphans, long=True)
+        await _rebuild(tx, op, apply_keys, chunk=CHUNK)
 
     return run
 
@@ -287,38 +313,23 @@ async def rebuild(conn: asyncpg.Connection, config: Config, name: str, *,
         known = ", ".join(o.name for o in config.operators) or "none"
         raise ConfigError([f"operators: no operator named {name!r} (defined: {known})"])
     binding = (await check(conn, config))[name]
-    sink = OperatorSink(op, binding)
-    q = Queries(config.postgres.schema)
-    lock = q.get("operator_lock_exclusive")
-    ex = Direct(conn)
-    if op.rebuild_sql is not None:
+    lock = Queries(config.postgres.schema).get("operator_lock_exclusive")
+
+    @contextlib.asynccontextmanager
+    async def locked() -> AsyncIterator[None]:
+        """A transaction of its own, the lock taken before it reads anything: its reads are
+        newer than any batch the daemon committed before, and the daemon's next batch reads
+        after it."""
         async with conn.transaction():
             await conn.execute(lock, binding.lock_arg)
-            await conn.execute(op.rebuild_sql)
-        if progress is not None:
-            progress(1, 1)
-        return None
-    keys = await distinct_keys(ex, op)
-    done = 0
-    if progress is not None:
-        progress(0, len(keys))
-    for i in range(0, len(keys), chunk):
-        part = keys[i:i + chunk]
-        async with conn.transaction():
-            # Taken before the chunk reads anything: its reads are newer than any batch the
-            # daemon committed before, and the daemon's next batch reads after it.
-            await conn.execute(lock, binding.lock_arg)
-            await sink.apply_keys(ex, part)
-        done += len(part)
-        if progress is not None:
-            progress(done, len(keys))
-    if (orphans := _orphans_sql(op)) is not None:
-        async with conn.transaction():
-            await conn.execute(lock, binding.lock_arg)
-            await conn.execute(orphans)
-    if op.target is not None:  # (skipped, with a warning, when the role does not own it)
+            yield
+
+    keys = await _rebuild(Direct(conn), op, OperatorSink(op, binding).apply_keys, chunk=chunk,
+                          step=locked, progress=progress)
+    if keys is not None and op.target is not None:  # (skipped, with a warning, when the
+        # role does not own it)
         await conn.execute(load("operator_analyze", target=qualified(op.target)))
-    return done
+    return keys
 
 
 async def status(conn: asyncpg.Connection, schema: str,
