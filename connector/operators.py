@@ -165,13 +165,22 @@ class Step:
 Unit = tuple[list[Step], frozenset[int]]
 
 
-def _keys(op: OperatorConfig, event: Any) -> list[tuple[str, Any]]:
+# (schema, table) -> (its key column, whether a delete there deletes the target's row)
+Columns = dict[tuple[str, str], tuple[str, bool]]
+
+
+def _columns(op: OperatorConfig) -> Columns:
+    """Looked up per change: made once per batch (not a TableName per change)."""
+    return {(t.schema, t.name): (c, t in op.delete_with) for t, c in op.tables.items()}
+
+
+def _keys(columns: Columns, event: Any) -> list[tuple[str, Any]]:
     """``(action, key value)`` pairs one change asks for, in order: the old row's key first
     (a comment moving from post 1 to post 2 recounts both)."""
-    table = TableName(event.schema, event.table)
-    column = op.tables.get(table)
-    if column is None:
+    found = columns.get((event.schema, event.table))
+    if found is None:
         return []
+    column, deletes = found
     data = event.data
     new, old = data.get("new"), data.get("old")
     new_key = new.get(column) if isinstance(new, dict) else None
@@ -182,7 +191,6 @@ def _keys(op: OperatorConfig, event: Any) -> list[tuple[str, Any]]:
         new, old = data.get("new"), data.get("old")
         new_key = new.get(column) if isinstance(new, dict) else None
         old_key = old.get(column) if isinstance(old, dict) else None
-    deletes = table in op.delete_with
     out: list[tuple[str, Any]] = []
     if event.op == "delete":
         if old_key is not None:
@@ -211,17 +219,18 @@ def plan(op: OperatorConfig, messages: Sequence[Message]) -> list[Unit]:
                           frozenset(range(i + 1))))
             start = i + 1
             break
+    columns = _columns(op)
     if op.coalesce:
-        return units + _coalesced(op, messages, start)
+        return units + _coalesced(columns, messages, start)
     for i in range(start, len(messages)):
         steps = [Step(action, _hashable(key), (i,), key)
-                 for action, key in _keys(op, messages[i].event)]
+                 for action, key in _keys(columns, messages[i].event)]
         if steps:
             units.append((steps, frozenset({i})))
     return units
 
 
-def _coalesced(op: OperatorConfig, messages: Sequence[Message], start: int) -> list[Unit]:
+def _coalesced(columns: Columns, messages: Sequence[Message], start: int) -> list[Unit]:
     last: dict[Any, int] = {}  # key -> index of its last change
     values: dict[Any, Any] = {}  # key -> its value as the event has it
     final: dict[Any, str] = {}  # key -> the action its last change asked for
@@ -236,7 +245,7 @@ def _coalesced(op: OperatorConfig, messages: Sequence[Message], start: int) -> l
         return k
 
     for i in range(start, len(messages)):
-        pairs = _keys(op, messages[i].event)
+        pairs = _keys(columns, messages[i].event)
         first = None
         for action, raw in pairs:
             key = _hashable(raw)
